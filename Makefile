@@ -1,0 +1,47 @@
+# MIG Lab — `make help` lists the targets.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+PYTEST := $(VENV)/bin/pytest
+# Fast suite: everything not marked slow, in under ~15 minutes on 2 CPU cores.
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-slow test-all lint format smoke bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+setup: $(VENV)/bin/activate ## Create .venv and install the project with the pinned CPU constraints
+	$(PIP) install --quiet --upgrade "pip>=24"
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	@$(PY) -c "import torch, torchvision, transformers; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| transformers', transformers.__version__)"
+
+test: ## Fast test suite (not slow)
+	$(PYTEST) -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: ## Slow tests only (minutes-long CPU training runs)
+	$(PYTEST) -m slow -q $(PYTEST_ARGS)
+
+test-all: ## Every test
+	$(PYTEST) -q $(PYTEST_ARGS)
+
+lint: ## ruff check
+	$(VENV)/bin/ruff check .
+
+format: ## ruff format + import sort
+	$(VENV)/bin/ruff check --fix --select I .
+	$(VENV)/bin/ruff format .
+
+smoke: ## The end-to-end slice on the embedded default
+	$(PY) run.py experiment=smoke
+
+bench: ## Benchmarks (ratios against a baseline measured in the same run)
+	$(PY) -m benchmarks
+
+clean: ## Remove outputs (stage cache included)
+	rm -rf outputs multirun wandb

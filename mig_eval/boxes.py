@@ -1,0 +1,163 @@
+"""The one scorer: box parsing and IoU. Evaluation metrics and RL rewards both call this module,
+so training and evaluation can never disagree.
+
+Default semantics are those of Migician's published MIG-Bench scorer (`eval/utils.py`):
+  * the first box found in the response counts, trying box syntaxes in a fixed order
+    (integer pairs `(x1,y1),(x2,y2)`, then float lists `[a, b, c, d]`, float pairs, float 4-tuples,
+    integer lists `[a, b, c, d]`, then `<box>a b c d</box>`);
+  * with exactly one match, coordinate values >= 1 are divided by 1000 (Qwen2-VL's 0-1000 space);
+    with several matches the published code divides values > 1 (a value of exactly 1 stays 1.0).
+    We keep that quirk so scores match the published ones to the last digit;
+  * a response with no box scores IoU 0; swapped corners score IoU 0 (no reordering);
+  * IoU >= 0.5 counts as correct.
+The Qwen2.5-VL convention reads absolute pixel coordinates of the image the box belongs to, as the
+model saw it after its own resize, and maps them back to [0, 1] per image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2
+
+_INT = r"(\d+)"
+_FLT = r"(\d+\.\d+)"
+# Migician's cascade, in order: the first syntax with any match wins.
+MIGICIAN_PATTERNS: list[re.Pattern] = [
+    re.compile(rf"\({_INT},\s*{_INT}\),\s*\({_INT},\s*{_INT}\)"),
+    re.compile(rf"\[{_FLT},\s*{_FLT},\s*{_FLT},\s*{_FLT}\]"),
+    re.compile(rf"\({_FLT},{_FLT}\),\({_FLT},{_FLT}\)"),
+    re.compile(rf"\({_FLT},\s*{_FLT},\s*{_FLT},\s*{_FLT}\)"),
+    re.compile(rf"\[{_INT},\s*{_INT},\s*{_INT},\s*{_INT}\]"),
+    re.compile(rf"<box>{_INT}\s+{_INT}\s+{_INT}\s+{_INT}</box>"),
+]
+# Canonical, well-formed answers of each family.
+QWEN2_BOX = re.compile(r"<\|box_start\|>\((\d+),(\d+)\),\((\d+),(\d+)\)<\|box_end\|>")
+BBOX_2D = re.compile(r"\"bbox_2d\"\s*:\s*\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,"
+                     r"\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
+ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+THINK_ANSWER = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.DOTALL)
+BBOX_ID = re.compile(r"<bbox_id>\s*\[(\d+)-(\d+)\]\s*</bbox_id>")
+IMAGE_REF = re.compile(r"\b(?:Image|image|Picture|picture)[\s-]?(\d+)\b")
+
+
+def iou(a: Optional[Sequence[float]], b: Optional[Sequence[float]]) -> float:
+    """IoU of two (x1, y1, x2, y2) boxes, as Migician computes it: no reordering of corners,
+    no clamping; a missing box, an empty intersection or a zero union give 0."""
+    if a is None or b is None or len(a) != 4 or len(b) != 4:
+        return 0.0
+    x_left, y_top = max(a[0], b[0]), max(a[1], b[1])
+    x_right, y_bottom = min(a[2], b[2]), min(a[3], b[3])
+    if x_right < x_left or y_bottom < y_top:
+        return 0.0
+    inter = (x_right - x_left) * (y_bottom - y_top)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def find_raw_boxes(text: str) -> list[list[float]]:
+    """All boxes of the first syntax (in Migician's order) that matches, values as written."""
+    for pattern in MIGICIAN_PATTERNS:
+        matches = pattern.findall(text)
+        if matches:
+            return [[float(v) for v in m] for m in matches]
+    return []
+
+
+def scale_0_1000(raw: list[list[float]]) -> list[Box]:
+    """Migician's scaling: one match divides values >= 1 by 1000, several divide values > 1."""
+    if len(raw) == 1:
+        return [tuple(v / 1000 if v >= 1 else v for v in raw[0])]  # type: ignore[list-item]
+    return [tuple(v / 1000 if v > 1 else v for v in box) for box in raw]  # type: ignore[misc]
+
+
+def answer_text(text: str) -> str:
+    """The content of the last `<answer>...</answer>` block, or the whole text when there is none."""
+    blocks = ANSWER_BLOCK.findall(text)
+    return blocks[-1] if blocks else text
+
+
+def image_index(text: str) -> Optional[int]:
+    """0-based image a response points at: a MIRG `<bbox_id>[N-M]</bbox_id>` or an 'Image-N' mention."""
+    m = BBOX_ID.search(text)
+    if m:
+        return int(m.group(1)) - 1
+    m = IMAGE_REF.search(text)
+    return int(m.group(1)) - 1 if m else None
+
+
+@dataclass(frozen=True)
+class Parsed:
+    box: Optional[Box]  # normalised to [0, 1] (None: nothing parsed)
+    image: Optional[int]  # 0-based image index the answer names, if any
+    well_formed: bool  # the family's canonical syntax, in range, corners ordered
+
+
+def parse_response(text: str, convention: str = "qwen2_vl",
+                   image_sizes: Optional[Sequence[tuple[int, int]]] = None,
+                   default_image: int = 0, use_answer_block: bool = True) -> Parsed:
+    """Parse the answer box of a response.
+
+    convention: "qwen2_vl" (0-1000 or [0,1] floats, Migician scaling) or "qwen2_5_vl" (absolute
+    pixels of the resized image; `image_sizes` are the per-image (height, width) the model saw;
+    the box's image is the one the answer names, else `default_image`).
+    """
+    scope = answer_text(text) if use_answer_block else text
+    img = image_index(scope)
+    if convention == "qwen2_5_vl":
+        return _parse_qwen25(scope, image_sizes, img if img is not None else default_image, img)
+    raw = find_raw_boxes(scope)
+    if not raw:
+        return Parsed(None, img, False)
+    box = scale_0_1000(raw)[0]
+    canonical = QWEN2_BOX.search(scope)
+    well = canonical is not None and _ordered_in_range([float(v) for v in canonical.groups()], 1000)
+    return Parsed(box, img, well)
+
+
+def _parse_qwen25(scope: str, image_sizes, box_image: int, named: Optional[int]) -> Parsed:
+    m = BBOX_2D.search(scope)
+    values = [float(v) for v in m.groups()] if m else None
+    if values is None:
+        raw = find_raw_boxes(scope)
+        values = raw[0] if raw else None
+    if values is None:
+        return Parsed(None, named, False)
+    if all(v <= 1.0 for v in values) and any(v != int(v) for v in values):
+        return Parsed(tuple(values), named, False)  # type: ignore[arg-type]
+    if not image_sizes or not (0 <= box_image < len(image_sizes)):
+        return Parsed(None, named, False)
+    h, w = image_sizes[box_image]
+    box = (values[0] / w, values[1] / h, values[2] / w, values[3] / h)
+    well = m is not None and values[0] <= values[2] <= w and values[1] <= values[3] <= h and min(values) >= 0
+    return Parsed(box, named, well)
+
+
+def _ordered_in_range(v: list[float], hi: float) -> bool:
+    return 0 <= v[0] <= v[2] <= hi and 0 <= v[1] <= v[3] <= hi
+
+
+def is_think_answer(text: str) -> bool:
+    """`<think>...</think><answer>...</answer>` and nothing else (the R1-style format)."""
+    return THINK_ANSWER.match(text) is not None
+
+
+def json_box_in_answer(text: str) -> bool:
+    """The answer block holds a JSON object (or list of objects) with a 4-number `bbox_2d`."""
+    blocks = ANSWER_BLOCK.findall(text)
+    if not blocks:
+        return False
+    body = blocks[-1].strip()
+    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError:
+        return False
+    items = obj if isinstance(obj, list) else [obj]
+    return bool(items) and all(
+        isinstance(it, dict) and isinstance(it.get("bbox_2d"), list) and len(it["bbox_2d"]) == 4
+        and all(isinstance(v, (int, float)) for v in it["bbox_2d"]) for it in items
+    )

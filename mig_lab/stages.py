@@ -1,0 +1,234 @@
+"""The stage graph: an experiment is a list of stages, each a function of its config and inputs.
+
+Each stage writes one output folder in the cache, named `<kind>-<key>`, where the key hashes the
+config sections the stage kind reads plus the keys of its inputs. Rows of a table or points of a
+sweep that share a stage (the CoT-SFT model under every KL beta) therefore compute it once. A stage
+is done only when `done.json` is written, last and atomically; a folder without it is unfinished
+work that the next run picks up (training stages resume from their checkpoints there).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from mig_lab.config import ConfigError, validate
+from mig_lab.fabric import resolve_precision
+from mig_lab.records import atomic_write_json, read_json, run_record, stable_hash
+
+log = logging.getLogger("mig_lab")
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    fn: Callable[[StageContext], Optional[dict]]
+    reads: tuple[str, ...]  # dotted config keys that determine the output
+    version: int = 1  # bump when the code changes what the stage writes
+    cache: bool = True  # False: cheap stages (reports) that run every time, into the run folder
+    fingerprint: Optional[Callable[[DictConfig], Any]] = None  # extra key input (external file identity)
+
+
+_KINDS: dict[str, StageKind] = {}
+
+
+def stage(name: str, reads: tuple[str, ...] | list[str], version: int = 1, cache: bool = True,
+          fingerprint: Optional[Callable[[DictConfig], Any]] = None):
+    """Register a stage kind: `@stage("sft", reads=("seed", "model", "train"))`."""
+
+    def register(fn: Callable[[StageContext], Optional[dict]]):
+        _KINDS[name] = StageKind(name=name, fn=fn, reads=tuple(reads), version=version, cache=cache,
+                                 fingerprint=fingerprint)
+        return fn
+
+    return register
+
+
+def stage_kinds() -> dict[str, StageKind]:
+    import mig_lab.stage_kinds  # noqa: F401  (registers every kind)
+
+    return dict(_KINDS)
+
+
+@dataclass
+class StageResult:
+    name: str
+    kind: str
+    key: str
+    dir: Path
+    summary: dict = field(default_factory=dict)
+    cached: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class StageContext:
+    name: str
+    kind: str
+    key: str
+    cfg: DictConfig  # the run config with this stage's overrides and the debug caps applied
+    inputs: dict[str, StageResult]
+    out_dir: Path
+    run_dir: Path
+    group: str  # the experiment name: loggers group a run's stages under it
+
+    def input(self, role: str) -> StageResult:
+        if role not in self.inputs:
+            raise ConfigError(
+                f"stage '{self.name}' ({self.kind}) needs an input named '{role}'; "
+                f"its inputs are {sorted(self.inputs)}"
+            )
+        return self.inputs[role]
+
+
+def model_dir(result: StageResult) -> Path:
+    """Where a model-producing stage (sft, merge, grpo) leaves its loadable Hugging Face folder."""
+    path = Path(result.dir) / "model"
+    if not (path / "config.json").exists():
+        raise ConfigError(f"stage '{result.name}' ({result.kind}) has no model folder at {path}")
+    return path
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    kind: StageKind
+    cfg: DictConfig
+    inputs: dict[str, str]  # role -> stage name
+    key: str = ""
+
+
+def apply_debug_caps(cfg: DictConfig) -> None:
+    """`debug=tiny`: cap sizes so any experiment finishes in seconds (for tests)."""
+    d = cfg.debug
+    if not d.enabled:
+        return
+    cfg.train.max_steps = min(cfg.train.max_steps, d.max_steps) if cfg.train.max_steps > 0 else d.max_steps
+    cfg.train.batch_size = min(cfg.train.batch_size, d.batch_size)
+    cfg.train.grad_accum = 1
+    cfg.train.warmup_steps = min(cfg.train.warmup_steps, 1)
+    cfg.train.ckpt_every = min(cfg.train.ckpt_every, d.max_steps)
+    cfg.data.synth.n_train = min(cfg.data.synth.n_train, d.n_train)
+    cfg.data.synth.n_eval = min(cfg.data.synth.n_eval, d.n_eval)
+    cfg.eval.max_samples = min(cfg.eval.max_samples or d.n_eval, d.n_eval)
+    cfg.eval.max_new_tokens = min(cfg.eval.max_new_tokens, d.max_new_tokens)
+    cfg.eval.batch_size = min(cfg.eval.batch_size, d.batch_size * 2)
+    cfg.rl.steps = min(cfg.rl.steps, d.rl_steps)
+    cfg.rl.num_generations = min(cfg.rl.num_generations, d.num_generations)
+    cfg.rl.max_new_tokens = min(cfg.rl.max_new_tokens, d.max_new_tokens)
+    cfg.rl.batch_size = min(cfg.rl.batch_size, d.batch_size)
+    cfg.rl.grad_accum = 1
+    cfg.rl.ckpt_every = min(cfg.rl.ckpt_every, d.rl_steps)
+
+
+def _stage_config(base: DictConfig, name: str, overrides: Any) -> DictConfig:
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.create(OmegaConf.to_container(overrides)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"stages.{name}.overrides: {e}") from e
+    with open_dict(merged):
+        merged.stages = {}
+    apply_debug_caps(merged)
+    merged.fabric.precision = resolve_precision(merged.fabric.precision, merged.fabric.accelerator)
+    try:
+        validate(merged)
+    except ConfigError as e:
+        raise ConfigError(f"stage '{name}': {e}") from e
+    return merged
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def plan(cfg: DictConfig) -> list[PlannedStage]:
+    """Validate the experiment's stages and compute each one's config and cache key, in run order."""
+    kinds = stage_kinds()
+    if not cfg.stages:
+        raise ConfigError(
+            f"experiment '{cfg.name}' has no stages; pick one with experiment=<name> "
+            f"(the files in experiments/)"
+        )
+    base = cfg.copy()
+    with open_dict(base):
+        base.stages = {}
+    planned: dict[str, PlannedStage] = {}
+    for name, spec in cfg.stages.items():
+        if spec.kind not in kinds:
+            raise ConfigError(f"stages.{name}.kind is '{spec.kind}'; known kinds: {sorted(kinds)}")
+        for role, src in spec.inputs.items():
+            if src not in planned:
+                raise ConfigError(
+                    f"stages.{name}.inputs.{role} names '{src}', which is not an earlier stage "
+                    f"(stages run in the order they are listed; earlier: {list(planned)})"
+                )
+        planned[name] = PlannedStage(name=name, kind=kinds[spec.kind],
+                                     cfg=_stage_config(base, name, spec.overrides),
+                                     inputs=dict(spec.inputs))
+    for p in planned.values():
+        view = {k: _select(p.cfg, k) for k in p.kind.reads}
+        if p.kind.fingerprint is not None:
+            view["_fingerprint"] = p.kind.fingerprint(p.cfg)
+        p.key = stable_hash({"kind": p.kind.name, "version": p.kind.version, "config": view,
+                             "inputs": {role: planned[src].key for role, src in sorted(p.inputs.items())}})
+    return list(planned.values())
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock, so two jobs of a sweep never compute the same stage at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_stages(cfg: DictConfig, run_dir: Path, only: Optional[list[str]] = None) -> dict[str, StageResult]:
+    """Run (or reuse) every stage of the experiment; returns the results by stage name."""
+    cache_dir = Path(cfg.paths.cache_dir).resolve()
+    run_dir = Path(run_dir).resolve()
+    results: dict[str, StageResult] = {}
+    for p in plan(cfg):
+        out_dir = cache_dir / f"{p.kind.name}-{p.key}" if p.kind.cache else run_dir / p.name
+        done_file = out_dir / "done.json"
+        inputs = {role: results[src] for role, src in p.inputs.items()}
+        with _locked(cache_dir / ".locks" / f"{p.kind.name}-{p.key}.lock"):
+            if p.kind.cache and done_file.exists():
+                done = read_json(done_file)
+                log.info("[stage %s] reusing cached %s (finished %s)", p.name, out_dir, done.get("time"))
+                results[p.name] = StageResult(p.name, p.kind.name, p.key, out_dir,
+                                              done.get("summary", {}), cached=True)
+                continue
+            if only is not None and p.name not in only:
+                raise ConfigError(f"stage '{p.name}' is not cached and was not selected to run")
+            resumed = out_dir.exists()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            log.info("[stage %s] %s %s -> %s", p.name, "resuming" if resumed else "running", p.kind.name, out_dir)
+            ctx = StageContext(name=p.name, kind=p.kind.name, key=p.key, cfg=p.cfg, inputs=inputs,
+                               out_dir=out_dir, run_dir=run_dir, group=str(cfg.name))
+            t0 = time.time()
+            summary = p.kind.fn(ctx) or {}
+            seconds = time.time() - t0
+            atomic_write_json(done_file, run_record(p.cfg, stage=p.name, kind=p.kind.name, key=p.key,
+                                                    inputs={r: str(s.dir) for r, s in inputs.items()},
+                                                    seconds=round(seconds, 2), summary=summary))
+            results[p.name] = StageResult(p.name, p.kind.name, p.key, out_dir, summary, seconds=seconds)
+            log.info("[stage %s] done in %.1fs", p.name, seconds)
+    atomic_write_json(run_dir / "stages.json", {
+        name: {"kind": r.kind, "key": r.key, "dir": str(r.dir), "cached": r.cached,
+               "seconds": round(r.seconds, 2), "summary": r.summary}
+        for name, r in results.items()
+    })
+    return results

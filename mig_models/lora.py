@@ -1,0 +1,30 @@
+"""LoRA through peft: adapters on the language model's projections, merged back for evaluation."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from transformers import PreTrainedModel
+
+
+def apply_lora(model: PreTrainedModel, lora: DictConfig) -> PeftModel:
+    """Wrap `model` with LoRA adapters; only adapter weights stay trainable."""
+    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=lora.target_modules, bias="none")
+    return get_peft_model(model, config)
+
+
+def merge_lora(model: PeftModel) -> PreTrainedModel:
+    """Fold the adapters into the base weights and return the plain transformers model."""
+    return model.merge_and_unload()
+
+
+def freeze_modules(model: torch.nn.Module, freeze_vision: bool, freeze_projector: bool) -> None:
+    """Freeze the vision tower (its `merger` projector stays trainable unless freeze_projector)."""
+    for name, p in model.named_parameters():
+        if ".visual." in f".{name}":
+            is_projector = ".merger." in name
+            if (freeze_vision and not is_projector) or (freeze_projector and is_projector):
+                p.requires_grad_(False)

@@ -1,0 +1,156 @@
+"""Supervised fine-tuning on Fabric (full or LoRA): the cold start of every pipeline.
+
+setup -> fabric -> main -> a plain `while step < max_steps` loop, as in litgpt's finetune scripts.
+Loss on assistant tokens only; gradient accumulation; warmup + cosine; clipping; checkpoints that
+resume exactly (model, optimizer, scheduler, data position, RNG).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from lightning.fabric import Fabric
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from mig_data.collate import SFTCollator
+from mig_data.loading import load_split
+from mig_data.sampler import ResumableBatchSampler
+from mig_lab import progress
+from mig_lab.fabric import make_fabric
+from mig_lab.loggers import make_loggers
+from mig_lab.records import atomic_write_json, replace_dir, run_record, to_plain
+from mig_models.builders import build_model, count_parameters, save_model
+from mig_models.lora import apply_lora, freeze_modules, merge_lora
+from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_names
+from mig_rl.schedule import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+def total_steps(train: DictConfig, n_samples: int, world_size: int) -> int:
+    if train.max_steps > 0:
+        return int(train.max_steps)
+    per_step = train.batch_size * train.grad_accum * world_size
+    return max(1, math.ceil(train.epochs * n_samples / per_step))
+
+
+def setup(cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path] = None,
+          group: str = "sft", name: str = "sft", stop_at_step: Optional[int] = None) -> dict:
+    """Build loggers and Fabric, then run `main` in Fabric's processes. Returns the run summary."""
+    loggers = make_loggers(cfg, out_dir, name=name, group=group, config=to_plain(cfg))
+    fabric = make_fabric(cfg, loggers)
+    fabric.launch()
+    try:
+        summary = main(fabric, cfg, Path(data_dir), Path(out_dir), init_model, stop_at_step)
+    finally:
+        for lg in loggers:
+            lg.finalize("success")
+    return summary
+
+
+def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path],
+         stop_at_step: Optional[int] = None) -> dict:
+    fabric.seed_everything(cfg.seed)
+    train = cfg.train
+    samples = load_split(data_dir, train.split, on_error=cfg.data.on_error)
+    max_steps = total_steps(train, len(samples), fabric.world_size)
+
+    model, processor = build_model(cfg.model, seed=cfg.seed, path=init_model)
+    freeze_modules(model, train.freeze_vision, train.freeze_projector)
+    lora = train.mode == "lora"
+    if lora:
+        model = apply_lora(model, train.lora)
+    n_trainable = count_parameters(model, trainable_only=True)
+    fabric.print(f"SFT ({train.mode}): {count_parameters(model) / 1e6:.2f}M params, "
+                 f"{n_trainable / 1e6:.3f}M trainable; {len(samples)} samples; {max_steps} steps")
+
+    only_params = trainable_names(model) if lora else None  # LoRA checkpoints hold the adapters only
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=tuple(train.betas))
+    model, optimizer = fabric.setup(model, optimizer)
+    scheduler = warmup_cosine(optimizer, train.warmup_steps, max_steps, train.min_lr_ratio)
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0}
+
+    ckpt_root = out_dir / "checkpoints"
+    latest = latest_checkpoint(ckpt_root) if train.resume == "auto" else None
+    if latest is not None:
+        load_checkpoint(fabric, latest, state, only_params=only_params)
+
+    sampler = ResumableBatchSampler(len(samples), train.batch_size, seed=cfg.seed, start=state["micro_batches"],
+                                    num_replicas=fabric.world_size, rank=fabric.global_rank)
+    collate = SFTCollator(processor, cfg.model.family, train.max_seq_len, cfg.model.system_prompt)
+    # its own generator: creating the iterator must not draw from the global RNG (exact resume)
+    loader = DataLoader(samples, batch_sampler=sampler, collate_fn=collate, num_workers=0,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    batches = iter(loader)
+    record = run_record(cfg, stage="sft")
+
+    model.train()
+    bar = progress(total=max_steps, initial=state["step"], desc="sft", rank_zero=fabric.global_rank == 0)
+    t_log, n_samples_win, n_tokens_win, losses = time.perf_counter(), 0, 0, []
+    while state["step"] < max_steps:
+        if stop_at_step is not None and state["step"] >= stop_at_step:
+            break  # simulate a kill (tests of exact resume)
+        step_loss = 0.0
+        for micro in range(train.grad_accum):
+            batch = next(batches)
+            state["micro_batches"] += 1
+            is_accumulating = micro < train.grad_accum - 1
+            with fabric.no_backward_sync(model, enabled=is_accumulating):
+                loss = model(**batch).loss
+                fabric.backward(loss / train.grad_accum)
+            step_loss += loss.item() / train.grad_accum
+            n_samples_win += batch["input_ids"].shape[0]
+            n_tokens_win += int(batch["attention_mask"].sum())
+        grad_norm = fabric.clip_gradients(model, optimizer, max_norm=train.grad_clip) if train.grad_clip > 0 else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        losses.append(step_loss)
+        bar.update(1)
+
+        if state["step"] % train.log_every == 0 or state["step"] == max_steps:
+            dt = max(time.perf_counter() - t_log, 1e-9)
+            metrics = {"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0],
+                       "train/samples_per_s": n_samples_win * fabric.world_size / dt,
+                       "train/tokens_per_s": n_tokens_win * fabric.world_size / dt}
+            if grad_norm is not None:
+                metrics["train/grad_norm"] = float(grad_norm)
+            fabric.log_dict(metrics, step=state["step"])
+            bar.set_postfix(loss=f"{step_loss:.3f}")
+            t_log, n_samples_win, n_tokens_win = time.perf_counter(), 0, 0
+        if state["step"] % train.ckpt_every == 0 or state["step"] == max_steps:
+            save_checkpoint(fabric, ckpt_root, state["step"], state, record, only_params=only_params)
+    bar.close()
+
+    summary = {"steps": state["step"], "max_steps": max_steps, "mode": train.mode,
+               "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+    if state["step"] >= max_steps:
+        export_model(fabric, model, processor, out_dir, lora, record)
+        summary["model_dir"] = str(out_dir / "model")
+    return summary
+
+
+def export_model(fabric: Fabric, model, processor, out_dir: Path, lora: bool, record: dict) -> None:
+    """Write `model/` (LoRA merged into the base) and, for LoRA, `adapter/`; atomically."""
+    if fabric.global_rank != 0:
+        fabric.barrier()
+        return
+    module = model.module if hasattr(model, "module") else model
+    if lora:
+        tmp = out_dir / ".adapter.tmp"
+        module.save_pretrained(tmp)
+        replace_dir(tmp, out_dir / "adapter")
+        module = merge_lora(module)
+    tmp = out_dir / ".model.tmp"
+    save_model(module, processor, tmp)
+    atomic_write_json(tmp / "run.json", record)
+    replace_dir(tmp, out_dir / "model")
+    fabric.barrier()

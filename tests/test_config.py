@@ -1,0 +1,110 @@
+"""Config composition: every experiment composes and plans; typos fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from mig_lab.config import ConfigError, validate
+from mig_lab.stages import plan
+from tests.conftest import REPO, compose_cfg
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+
+
+def test_experiments_folder_is_the_experiment_group():
+    assert (REPO / "conf" / "experiment").resolve() == (REPO / "experiments").resolve()
+    assert "smoke" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_plans(name, tmp_path):
+    for debug in ("none", "tiny"):
+        cfg = compose_cfg([f"experiment={name}", f"debug={debug}"], tmp_path)
+        validate(cfg)
+        stages = plan(cfg)
+        assert stages, name
+        assert len({p.key for p in stages}) == len(stages)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_header_gives_command_and_table(name):
+    text = (REPO / "experiments" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_")
+    assert f"python run.py experiment={name}" in text or f"experiment={name}" in text
+    assert "# Reproduces:" in text
+
+
+def test_unknown_key_on_command_line_names_it():
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_cfg(["train.lrr=0.1"])
+    assert "lrr" in str(e.value.__cause__ or e.value)
+
+
+def test_unknown_key_in_stage_override_names_it(tmp_path):
+    cfg = compose_cfg(["experiment=smoke"], tmp_path)
+    cfg.stages.sft.overrides = {"train": {"max_stepz": 5}}
+    with pytest.raises(ConfigError, match=r"stages\.sft\.overrides.*max_stepz"):
+        plan(cfg)
+
+
+def test_wrong_type_fails():
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_cfg(["train.max_steps=lots"])
+    assert isinstance(e.value.__cause__, (ValidationError, ConfigKeyError))
+    assert "max_steps" in str(e.value.__cause__)
+
+
+def test_bad_choice_names_key():
+    cfg = compose_cfg(["train.mode=qlora"])
+    with pytest.raises(ConfigError, match=r"'train\.mode' is 'qlora'"):
+        validate(cfg)
+
+
+def test_typed_float_stays_float():
+    cfg = compose_cfg(["rl.kl_beta=0"])
+    assert isinstance(cfg.rl.kl_beta, float) and cfg.rl.kl_beta == 0.0
+
+
+def test_debug_tiny_caps_every_stage(tmp_path):
+    full = {p.name: p for p in plan(compose_cfg(["experiment=smoke"], tmp_path))}
+    tiny = {p.name: p for p in plan(compose_cfg(["experiment=smoke", "debug=tiny"], tmp_path))}
+    assert full["sft"].cfg.train.max_steps == 300
+    assert tiny["sft"].cfg.train.max_steps <= 3
+    assert tiny["data"].cfg.data.synth.n_train <= 12
+    assert full["sft"].key != tiny["sft"].key
+
+
+def test_stage_key_depends_only_on_what_the_stage_reads(tmp_path):
+    a = {p.name: p.key for p in plan(compose_cfg(["experiment=smoke"], tmp_path))}
+    b = {p.name: p.key for p in plan(compose_cfg(["experiment=smoke", "eval.max_new_tokens=40"], tmp_path))}
+    c = {p.name: p.key for p in plan(compose_cfg(["experiment=smoke", "train.lr=0.002"], tmp_path))}
+    assert a["data"] == b["data"] and a["sft"] == b["sft"] and a["eval_sft"] != b["eval_sft"]
+    assert a["data"] == c["data"] and a["eval_base"] == c["eval_base"]
+    assert a["sft"] != c["sft"] and a["eval_sft"] != c["eval_sft"]  # the change flows downstream
+
+
+def test_stage_input_must_be_an_earlier_stage(tmp_path):
+    cfg = compose_cfg(["experiment=smoke"], tmp_path)
+    cfg.stages.eval_base.inputs = {"data": "nope"}
+    with pytest.raises(ConfigError, match="'nope', which is not an earlier stage"):
+        plan(cfg)
+
+
+def test_missing_model_path_explains_how_to_set_it():
+    from mig_models.builders import build_model
+
+    cfg = compose_cfg(["model=qwen2_vl_7b"])
+    with pytest.raises(ConfigError, match=r"model\.path="):
+        build_model(cfg.model, seed=0)
+    cfg = compose_cfg(["model=qwen2_vl_7b", "model.path=/nonexistent/Qwen2-VL-7B"])
+    with pytest.raises(ConfigError, match="not a local Hugging Face model folder"):
+        build_model(cfg.model, seed=0)
+
+
+def test_run_py_is_only_an_entry_point():
+    text = Path(REPO / "run.py").read_text()
+    assert "@hydra.main" in text and len(text.splitlines()) < 40
