@@ -70,6 +70,47 @@ def target_text(sample: Sample, family: str, hws: Sequence[ImageHW]) -> str:
     return codec.encode(tuple(sample.answer), hws[default])  # type: ignore[arg-type]
 
 
+def turn_content(text: str, image_offsets: Sequence[int], family: str, hws: Sequence[ImageHW],
+                 default_image: int = 0) -> list[dict]:
+    """A user turn's content parts: its text with an image part at each kept offset (where the
+    `<image>` tags were), boxes in the text rewritten in the family's syntax."""
+    codec = codec_for(family)
+
+    def text_part(piece: str) -> dict:
+        return {"type": "text", "text": codec.transcode(piece, hws, default_image=default_image)}
+
+    parts, last = [], 0
+    for off in image_offsets:
+        if off > last:
+            parts.append(text_part(text[last:off]))
+        parts.append({"type": "image"})
+        last = off
+    if last < len(text):
+        parts.append(text_part(text[last:]))
+    return parts
+
+
+def conversation_messages(sample: Sample, family: str, hws: Sequence[ImageHW], system_prompt: Optional[str] = None,
+                          final_answer: bool = True) -> list[dict]:
+    """Chat messages of a multi-turn sample (`sample.turns`, e.g. ShareGPT / MGrounding): every turn
+    in order, images where their tags were, boxes in the family's syntax. With `need_format` the
+    family's format instruction ends the last user turn. `final_answer=False` leaves the last
+    assistant turn out (a generation prompt)."""
+    turns = sample.turns if final_answer else sample.turns[:-1]
+    last_user = max(i for i, t in enumerate(turns) if t["role"] == "user")
+    default = sample.answer_image or 0
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt and turns[0]["role"] != "system" else []
+    for i, t in enumerate(turns):
+        if t["role"] == "user":
+            text = t["content"] + (FORMAT_PROMPTS[family] if sample.need_format and i == last_user else "")
+            msgs.append({"role": "user", "content": turn_content(text, t["image_offsets"], family, hws, default)})
+        elif t["role"] == "assistant":
+            msgs.append({"role": "assistant", "content": codec_for(family).transcode(t["content"], hws, default)})
+        else:
+            msgs.append({"role": t["role"], "content": t["content"]})
+    return msgs
+
+
 @lru_cache(maxsize=8)
 def _assistant_header(tokenizer: Any) -> tuple[tuple[int, ...], int]:
     header = tuple(tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
@@ -112,8 +153,11 @@ class SFTCollator:
         for s in samples:
             ims = [load_image(p, s.id) for p in s.images]
             hws = image_hws(ims, self.processor)
-            msgs = prompt_messages(s, self.family, system_prompt=self.system_prompt)
-            msgs.append({"role": "assistant", "content": target_text(s, self.family, hws)})
+            if s.turns is not None:  # multi-turn: labels cover every assistant turn
+                msgs = conversation_messages(s, self.family, hws, self.system_prompt)
+            else:
+                msgs = prompt_messages(s, self.family, system_prompt=self.system_prompt)
+                msgs.append({"role": "assistant", "content": target_text(s, self.family, hws)})
             texts.append(self.processor.apply_chat_template(msgs, tokenize=False))
             images.append(ims)
         batch = self.processor(text=texts, images=images, padding=True, padding_side="right", return_tensors="pt")
@@ -140,7 +184,11 @@ def generation_batch(processor: Any, family: str, samples: list[Sample], questio
         ims = [load_image(s.images[i], s.id) for i in idx]
         hws_all.append(image_hws(ims, processor))
         q = questions[k] if questions else None
-        msgs = prompt_messages(s, family, question=q, n_images=len(ims), system_prompt=system_prompt)
+        # multi-turn samples asked their own question with all their images: the turns before the answer
+        if s.turns is not None and q in (None, s.question) and idx == list(range(len(s.images))):
+            msgs = conversation_messages(s, family, hws_all[-1], system_prompt, final_answer=False)
+        else:
+            msgs = prompt_messages(s, family, question=q, n_images=len(ims), system_prompt=system_prompt)
         texts.append(processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
         images.append(ims)
     batch = processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")

@@ -31,7 +31,15 @@ ALL_TASKS = MIG_TASKS + EXTRA_TASKS
 
 
 class DataError(ValueError):
-    """Bad input data: the message names the file, the record (index or id) and the problem."""
+    """Bad input data: the message names the file, the record (index or id) and the problem.
+
+    `reason` is a short category (e.g. "missing_image", "bad_box") under which
+    `data.on_error=skip` counts the records it skips.
+    """
+
+    def __init__(self, message: str, reason: str = "bad_record"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -46,6 +54,11 @@ class Sample:
     need_format: bool = True  # append the family's box-format instruction to the question
     additional_info: str = ""
     meta: dict[str, Any] = field(default_factory=dict)  # scene graph, difficulty inputs, provenance
+    # Multi-turn conversations (ShareGPT / MGrounding): [{role, content, image_offsets}] with roles
+    # system | user | assistant, `<image>` tags removed from `content` and each image's character
+    # offset in it kept (images are numbered in order across turns). None = the single-turn
+    # layout (images, then `question`; target = `response` or `answer`).
+    turns: Optional[list[dict[str, Any]]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,18 +71,19 @@ class Sample:
 def check_box(box: Any, where: str) -> list[float]:
     """A valid normalised box, or a DataError naming `where`."""
     if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
-        raise DataError(f"{where}: box must be 4 numbers [x1, y1, x2, y2], got {box!r}")
+        raise DataError(f"{where}: box must be 4 numbers [x1, y1, x2, y2], got {box!r}", "bad_box")
     x1, y1, x2, y2 = (float(v) for v in box)
     if not (0.0 <= x1 <= 1.0 and 0.0 <= y1 <= 1.0 and 0.0 <= x2 <= 1.0 and 0.0 <= y2 <= 1.0):
-        raise DataError(f"{where}: box {list(box)} is outside the image (coordinates must be in [0, 1])")
+        raise DataError(f"{where}: box {list(box)} is outside the image (coordinates must be in [0, 1])",
+                        "box_outside_image")
     if x2 < x1 or y2 < y1:
-        raise DataError(f"{where}: box {list(box)} has x2 < x1 or y2 < y1")
+        raise DataError(f"{where}: box {list(box)} has x2 < x1 or y2 < y1", "box_corners_swapped")
     return [x1, y1, x2, y2]
 
 
 def check_sample(s: Sample, where: str) -> Sample:
     if s.task not in ALL_TASKS:
-        raise DataError(f"{where}: unknown task {s.task!r}; expected one of {list(ALL_TASKS)}")
+        raise DataError(f"{where}: unknown task {s.task!r}; expected one of {list(ALL_TASKS)}", "unknown_task")
     if not s.images:
         raise DataError(f"{where}: a sample needs at least one image")
     if s.answer is not None:

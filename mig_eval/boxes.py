@@ -11,7 +11,16 @@ Default semantics are those of Migician's published MIG-Bench scorer (`eval/util
   * a response with no box scores IoU 0; swapped corners score IoU 0 (no reordering);
   * IoU >= 0.5 counts as correct.
 The Qwen2.5-VL convention reads absolute pixel coordinates of the image the box belongs to, as the
-model saw it after its own resize, and maps them back to [0, 1] per image.
+model saw it after its own resize, and maps them back to [0, 1] per image. The box's image is the
+one named most recently before the box (`Image-N` or a MIRG `<bbox_id>[N-M]</bbox_id>`, as the box
+codec writes them), else the first image named anywhere, else the caller's default (the target image).
+
+Responses are read inside the last `<answer>...</answer>` block when there is one (R1-style
+reasoning output), else whole; a MIRG answer that names only a `<bbox_id>[N-M]</bbox_id>` is read as
+that id's definition in the think part (`resolve_bbox_id`). Checked against the published
+`extract_bbox` + `calculate_iou` (side by side on 192,275 random responses mixing every syntax,
+several boxes, floats, values over 1000 and garbage: 0 IoU differences); `tests/test_boxes.py` pins
+each rule on hand-made responses.
 """
 
 from __future__ import annotations
@@ -42,6 +51,10 @@ ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 THINK_ANSWER = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.DOTALL)
 BBOX_ID = re.compile(r"<bbox_id>\s*\[(\d+)-(\d+)\]\s*</bbox_id>")
 IMAGE_REF = re.compile(r"\b(?:Image|image|Picture|picture)[\s-]?(\d+)\b")
+# A MIRG bbox_id definition: the id, its object words (optional) and its box, in either family's syntax.
+BBOX_ID_DEFINITION = re.compile(r"<bbox_id>\s*\[(\d+)-(\d+)\]\s*</bbox_id>\s*"
+                                r"(?:<\|object_ref_start\|>[^<]*<\|object_ref_end\|>\s*)?"
+                                r"(?:<\|box_start\|>[^<]*<\|box_end\|>|\{\s*\"bbox_2d\"\s*:\s*\[[^\]]*\]\s*\})")
 
 
 def iou(a: Optional[Sequence[float]], b: Optional[Sequence[float]]) -> float:
@@ -60,10 +73,15 @@ def iou(a: Optional[Sequence[float]], b: Optional[Sequence[float]]) -> float:
 
 def find_raw_boxes(text: str) -> list[list[float]]:
     """All boxes of the first syntax (in Migician's order) that matches, values as written."""
+    return [values for _, values in find_raw_boxes_at(text)]
+
+
+def find_raw_boxes_at(text: str) -> list[tuple[int, list[float]]]:
+    """Like `find_raw_boxes`, with each box's start offset in `text`."""
     for pattern in MIGICIAN_PATTERNS:
-        matches = pattern.findall(text)
+        matches = list(pattern.finditer(text))
         if matches:
-            return [[float(v) for v in m] for m in matches]
+            return [(m.start(), [float(v) for v in m.groups()]) for m in matches]
     return []
 
 
@@ -80,6 +98,23 @@ def answer_text(text: str) -> str:
     return blocks[-1] if blocks else text
 
 
+def resolve_bbox_id(text: str, scope: str) -> str:
+    """MIRG-RL answers name the target by its `<bbox_id>[N-M]</bbox_id>` alone. When `scope` (the
+    answer) holds no box but an id, return the first definition of that id in `text` (the id, its
+    object words, its box), so the box is read as if the answer had repeated it, in image N; else
+    `scope` unchanged (an answer that writes a box is scored on that box)."""
+    if find_raw_boxes_at(scope) or BBOX_2D.search(scope):
+        return scope
+    m = BBOX_ID.search(scope)
+    if m is None:
+        return scope
+    wanted = (int(m.group(1)), int(m.group(2)))
+    for d in BBOX_ID_DEFINITION.finditer(text):
+        if (int(d.group(1)), int(d.group(2))) == wanted:
+            return d.group(0)
+    return scope
+
+
 def image_index(text: str) -> Optional[int]:
     """0-based image a response points at: a MIRG `<bbox_id>[N-M]</bbox_id>` or an 'Image-N' mention."""
     m = BBOX_ID.search(text)
@@ -87,6 +122,22 @@ def image_index(text: str) -> Optional[int]:
         return int(m.group(1)) - 1
     m = IMAGE_REF.search(text)
     return int(m.group(1)) - 1 if m else None
+
+
+def image_named_before(text: str, pos: int, start: int = 0) -> Optional[int]:
+    """0-based image named most recently in text[start:pos] (`<bbox_id>[N-M]` or `Image-N`), if any."""
+    best, best_pos = None, -1
+    for pattern in (BBOX_ID, IMAGE_REF):
+        for m in pattern.finditer(text, start, pos):
+            if m.start() > best_pos:
+                best, best_pos = int(m.group(1)) - 1, m.start()
+    return best
+
+
+def box_image(text: str, box_start: Optional[int]) -> Optional[int]:
+    """The image a box at `box_start` belongs to: the one named last before it, else the first named."""
+    named = image_named_before(text, box_start) if box_start is not None else None
+    return named if named is not None else image_index(text)
 
 
 @dataclass(frozen=True)
@@ -98,42 +149,77 @@ class Parsed:
 
 def parse_response(text: str, convention: str = "qwen2_vl",
                    image_sizes: Optional[Sequence[tuple[int, int]]] = None,
-                   default_image: int = 0, use_answer_block: bool = True) -> Parsed:
+                   default_image: int = 0, use_answer_block: bool = True, single_image: bool = False) -> Parsed:
     """Parse the answer box of a response.
 
     convention: "qwen2_vl" (0-1000 or [0,1] floats, Migician scaling) or "qwen2_5_vl" (absolute
     pixels of the resized image; `image_sizes` are the per-image (height, width) the model saw;
-    the box's image is the one the answer names, else `default_image`).
+    the box's image is the one the answer names, else `default_image`). `single_image`: the model
+    saw one image only, so pixels map through `image_sizes[default_image]` whatever image it names.
     """
-    scope = answer_text(text) if use_answer_block else text
-    img = image_index(scope)
+    scope = resolve_bbox_id(text, answer_text(text)) if use_answer_block else text
     if convention == "qwen2_5_vl":
-        return _parse_qwen25(scope, image_sizes, img if img is not None else default_image, img)
-    raw = find_raw_boxes(scope)
+        return _parse_qwen25(scope, image_sizes, default_image, single_image)
+    if convention != "qwen2_vl":
+        raise ValueError(f"unknown box convention {convention!r}; expected 'qwen2_vl' or 'qwen2_5_vl'")
+    raw = find_raw_boxes_at(scope)
     if not raw:
-        return Parsed(None, img, False)
-    box = scale_0_1000(raw)[0]
+        return Parsed(None, image_index(scope), False)
+    box = scale_0_1000([values for _, values in raw])[0]
     canonical = QWEN2_BOX.search(scope)
     well = canonical is not None and _ordered_in_range([float(v) for v in canonical.groups()], 1000)
-    return Parsed(box, img, well)
+    return Parsed(box, box_image(scope, raw[0][0]), well)
 
 
-def _parse_qwen25(scope: str, image_sizes, box_image: int, named: Optional[int]) -> Parsed:
+def pixels_to_unit(values: Sequence[float], image_hw: tuple[int, int]) -> Box:
+    """Absolute pixels (x1, y1, x2, y2) of an image resized to (h, w) -> normalised [0, 1]."""
+    h, w = image_hw
+    return (values[0] / w, values[1] / h, values[2] / w, values[3] / h)
+
+
+def _qwen25_raw(scope: str) -> tuple[Optional[int], Optional[list[float]], bool]:
+    """(start, values, is_json) of the answer's box: the first JSON `bbox_2d`, else Migician's cascade."""
     m = BBOX_2D.search(scope)
-    values = [float(v) for v in m.groups()] if m else None
+    if m:
+        return m.start(), [float(v) for v in m.groups()], True
+    raw = find_raw_boxes_at(scope)
+    return (raw[0][0], raw[0][1], False) if raw else (None, None, False)
+
+
+def _parse_qwen25(scope: str, image_sizes, default_image: int, single_image: bool = False) -> Parsed:
+    start, values, is_json = _qwen25_raw(scope)
     if values is None:
-        raw = find_raw_boxes(scope)
-        values = raw[0] if raw else None
-    if values is None:
-        return Parsed(None, named, False)
+        return Parsed(None, image_index(scope), False)
+    named = box_image(scope, start)
     if all(v <= 1.0 for v in values) and any(v != int(v) for v in values):
-        return Parsed(tuple(values), named, False)  # type: ignore[arg-type]
-    if not image_sizes or not (0 <= box_image < len(image_sizes)):
+        return Parsed(tuple(values), named, False)  # type: ignore[arg-type]  # already normalised
+    img = default_image if single_image or named is None else named
+    if not image_sizes or not (0 <= img < len(image_sizes)):
         return Parsed(None, named, False)
-    h, w = image_sizes[box_image]
-    box = (values[0] / w, values[1] / h, values[2] / w, values[3] / h)
-    well = m is not None and values[0] <= values[2] <= w and values[1] <= values[3] <= h and min(values) >= 0
-    return Parsed(box, named, well)
+    h, w = image_sizes[img]
+    well = is_json and 0 <= values[0] <= values[2] <= w and 0 <= values[1] <= values[3] <= h
+    return Parsed(pixels_to_unit(values, (h, w)), named, well)
+
+
+def find_boxes_at(scope: str, convention: str) -> list[tuple[int, list[float]]]:
+    """Every box in `scope` with its start offset, values as written: for Qwen2.5-VL the JSON
+    `bbox_2d` boxes (else Migician's cascade), for Qwen2-VL the cascade's first matching syntax."""
+    if convention == "qwen2_5_vl":
+        found = [(m.start(), [float(v) for v in m.groups()]) for m in BBOX_2D.finditer(scope)]
+        if found:
+            return found
+    return find_raw_boxes_at(scope)
+
+
+def to_unit_box(values: Sequence[float], convention: str, image_hw: Optional[tuple[int, int]] = None,
+                n_boxes: int = 1) -> Optional[Box]:
+    """One box's values -> [0, 1]: Qwen2-VL by Migician's scaling (`n_boxes` = how many boxes the
+    response has, for the multi-match rule), Qwen2.5-VL through its image's resized (h, w)."""
+    if convention != "qwen2_5_vl":
+        return scale_0_1000([list(values)] * max(n_boxes, 1))[0]
+    if all(v <= 1.0 for v in values) and any(v != int(v) for v in values):
+        return tuple(values)  # type: ignore[return-value]  # already normalised
+    return pixels_to_unit(values, image_hw) if image_hw is not None else None
 
 
 def _ordered_in_range(v: list[float], hi: float) -> bool:

@@ -1,23 +1,44 @@
 """Batched MIG evaluation: generate, parse, score, aggregate.
 
-Predictions are appended to `predictions.jsonl` as they are made (one line per sample, flushed),
-so an interrupted evaluation resumes where it stopped.
+One evaluation is a list of *units*, each one prompt to the model: a sample (polling), or an image
+group of samples (`eval.answer_form=all`, see `answer_forms`). With `eval.cot=single|multi` a unit is
+answered in two generation passes (`cot`). Units are generated `eval.batch_size` at a time (left
+padding, greedy unless `eval.do_sample`).
+
+Predictions are appended to `predictions.jsonl` as they are made (one line per sample, flushed
+per batch), so an interrupted evaluation resumes where it stopped: a unit is redone only when one
+of its samples has no prediction yet, and only the missing lines are written. Every line carries
+the sample's `index`, task, raw `response`, parsed `box` (normalised, of image `box_image`), `iou`
+against the ground truth, `well_formed`, difficulty `tier`; CoT and all-at-once lines also carry
+the prompts exactly as the model saw them (decoded from the batch's input ids, image pads removed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
 
 from mig_data.collate import generation_batch
 from mig_data.schema import Sample
+from mig_eval import cot
+from mig_eval.answer_forms import (
+    MULTI_TARGET_TASKS,
+    all_question,
+    all_step1_question,
+    all_step2_question,
+    assign_boxes,
+    plan_units,
+)
 from mig_eval.boxes import iou, parse_response
-from mig_eval.metrics import aggregate
+from mig_eval.metrics import aggregate, difficulty_tier
 from mig_lab import progress
+from mig_lab.config import ConfigError
 from mig_lab.records import atomic_write_text
 from mig_models.generation import generate
 
@@ -30,11 +51,9 @@ def migician_y_rescale(box):
     return (x1, round(min(y1 * 1.05, 0.999), 3), x2, round(min(y2 * 1.10, 0.999), 3))
 
 
-def score_response(sample: Sample, response: str, hws: list, convention: str,
-                   y_rescale: bool = False) -> dict[str, Any]:
-    """Parse one response and score it against the sample's ground truth."""
-    parsed = parse_response(response, convention, image_sizes=hws, default_image=sample.answer_image or 0)
-    box = parsed.box
+def score_box(sample: Sample, response: str, box, image: Optional[int], box_image: Optional[int],
+              well_formed: bool, y_rescale: bool = False) -> dict[str, Any]:
+    """A prediction record for one parsed box (IoU against the sample's ground truth)."""
     if box is not None and y_rescale:
         box = migician_y_rescale(box)
     return {
@@ -42,11 +61,23 @@ def score_response(sample: Sample, response: str, hws: list, convention: str,
         "task": sample.task,
         "response": response,
         "box": list(box) if box is not None else None,
-        "image": parsed.image,
+        "image": image,
+        "box_image": box_image if box is not None else None,
         "gt_image": sample.answer_image if sample.task == "group_grounding" else None,
-        "well_formed": parsed.well_formed,
+        "well_formed": well_formed,
         "iou": iou(sample.answer, box) if sample.answer is not None else 0.0,
+        "tier": difficulty_tier(sample.meta),
     }
+
+
+def score_response(sample: Sample, response: str, hws: list, convention: str,
+                   y_rescale: bool = False, default_image: Optional[int] = None) -> dict[str, Any]:
+    """Parse one response (first box, Migician's rules) and score it against the ground truth.
+    `hws`: per-image (h, w) the model saw; `default_image`: the image an unnamed box lies in."""
+    default = (sample.answer_image or 0) if default_image is None else default_image
+    parsed = parse_response(response, convention, image_sizes=hws, default_image=default)
+    box_img = parsed.image if parsed.image is not None else default
+    return score_box(sample, response, parsed.box, parsed.image, box_img, parsed.well_formed, y_rescale)
 
 
 def read_predictions(path: Path) -> dict[int, dict]:
@@ -64,30 +95,140 @@ def read_predictions(path: Path) -> dict[int, dict]:
     return done
 
 
+@dataclass
+class Prompt:
+    sample: Sample
+    question: str
+    images: list[int]  # which of the sample's images the model sees
+    need_format: bool  # append the family's format prompt
+
+
+def shown_prompts(batch: dict, tokenizer: Any) -> list[str]:
+    """Each row's prompt as the model received it: its input ids decoded, padding and image pads dropped."""
+    drop = {tokenizer.convert_tokens_to_ids("<|image_pad|>"), tokenizer.pad_token_id}
+    out = []
+    for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
+        out.append(tokenizer.decode([t for t, m in zip(ids, mask) if m and t not in drop], skip_special_tokens=False))
+    return out
+
+
+def run_prompts(model: Any, processor: Any, family: str, prompts: Sequence[Prompt], ecfg: DictConfig,
+                seed: int, system_prompt: Optional[str] = None, record: bool = False
+                ) -> tuple[list[str], list[list], list[Optional[str]]]:
+    """Generate for a batch of prompts: (responses, per-prompt image sizes, prompts as shown)."""
+    samples = [dataclasses.replace(p.sample, need_format=p.need_format) for p in prompts]
+    batch, hws = generation_batch(processor, family, samples, questions=[p.question for p in prompts],
+                                  image_subsets=[p.images for p in prompts], system_prompt=system_prompt)
+    texts, _ = generate(model, processor.tokenizer, batch, ecfg.max_new_tokens, do_sample=ecfg.do_sample,
+                        temperature=ecfg.temperature, seed=seed)
+    shown = shown_prompts(batch, processor.tokenizer) if record else [None] * len(prompts)
+    return texts, hws, shown
+
+
+def check_eval_config(ecfg: DictConfig) -> None:
+    if ecfg.cot == "single" and ecfg.answer_form == "all":
+        raise ConfigError("eval.cot=single shows one image in step 2, which is polling by nature; use "
+                          "eval.answer_form=polling with it, or eval.cot=multi for the all-at-once form "
+                          "(Table 10's 'All+mCoT')")
+    if ecfg.batch_size < 1:
+        raise ConfigError(f"config key 'eval.batch_size' must be >= 1, got {ecfg.batch_size}")
+
+
+def _is_group(unit: list[int], samples: Sequence[Sample], form: str) -> bool:
+    return form == "all" and samples[unit[0]].task in MULTI_TARGET_TASKS
+
+
+def answer_direct(units: list[list[int]], samples: Sequence[Sample], gen, convention: str, ecfg: DictConfig
+                  ) -> list[dict]:
+    """One pass: each unit's question (polling) or all-at-once question (all)."""
+    form = ecfg.answer_form
+    prompts = []
+    for u in units:
+        s = samples[u[0]]
+        q = all_question(s) if _is_group(u, samples, form) else s.question
+        prompts.append(Prompt(s, q, list(range(len(s.images))), s.need_format))
+    texts, hws, shown = gen(prompts, record=form == "all")
+    recs = []
+    for u, text, hw, prompt in zip(units, texts, hws, shown):
+        if _is_group(u, samples, form):
+            members = [samples[i] for i in u]
+            for i, s, (box, img, well) in zip(u, members, assign_boxes(text, members, convention, hw)):
+                rec = score_box(s, text, box, img, img, well, ecfg.migician_y_rescale)
+                recs.append({"index": i, **rec, "group": u, "prompt": prompt})
+        else:
+            recs.append({"index": u[0], **score_response(samples[u[0]], text, hw, convention, ecfg.migician_y_rescale)})
+    return recs
+
+
+def answer_cot(units: list[list[int]], samples: Sequence[Sample], gen, convention: str, ecfg: DictConfig
+               ) -> list[dict]:
+    """Two passes (migician.txt CoT): step 1 describes the target from all images, step 2 grounds it."""
+    mode, form = ecfg.cot, ecfg.answer_form
+    firsts = [samples[u[0]] for u in units]
+    step1 = [Prompt(s, all_step1_question(s) if _is_group(u, samples, form) else cot.step1_question(s),
+                    list(range(len(s.images))), False) for u, s in zip(units, firsts)]
+    r1, _, shown1 = gen(step1, record=True)
+    step2, images = [], []
+    for u, s, r in zip(units, firsts, r1):
+        if _is_group(u, samples, form):  # All+mCoT: ground the description in every target at once
+            step2.append(Prompt(s, all_step2_question(s, r), list(range(len(s.images))), True))
+            images.append(None)
+            continue
+        k = cot.step2_image(s, r)
+        step2.append(Prompt(s, cot.step2_question(s, r, mode, k), cot.step2_images(s, mode, k), True))
+        images.append(k)
+    r2, hws, shown2 = gen(step2, record=True)
+    recs = []
+    for u, s, p2, k, text, hw, a, b, first in zip(units, firsts, step2, images, r2, hws, shown1, shown2, r1):
+        trace = {"cot": mode, "step1": {"prompt": a, "response": first}, "step2": {"prompt": b, "images": p2.images}}
+        if k is None:
+            members = [samples[i] for i in u]
+            for i, m, (box, img, well) in zip(u, members, assign_boxes(text, members, convention, hw)):
+                recs.append({"index": i, **score_box(m, text, box, img, img, well, ecfg.migician_y_rescale),
+                             "group": u, **trace})
+            continue
+        recs.append({"index": u[0], **score_step2(s, text, hw, k, mode, convention, ecfg.migician_y_rescale), **trace})
+    return recs
+
+
+def score_step2(sample: Sample, response: str, hws: list, image: int, mode: str, convention: str,
+                y_rescale: bool = False) -> dict[str, Any]:
+    """Score a CoT step-2 answer. Its box lies in the step-2 image `image`: single-image CoT showed
+    only that image (`hws` has one entry), multi-image CoT showed all (`hws` per image)."""
+    if mode == "single":
+        parsed = parse_response(response, convention, image_sizes=hws, default_image=0, single_image=True)
+        return score_box(sample, response, parsed.box, image, image, parsed.well_formed, y_rescale)
+    rec = score_response(sample, response, hws, convention, y_rescale, default_image=image)
+    rec["image"] = rec["image"] if rec["image"] is not None else image
+    return rec
+
+
 def evaluate_samples(model: Any, processor: Any, family: str, samples: list[Sample], ecfg: DictConfig,
                      pred_path: Path, seed: int = 0, system_prompt: Optional[str] = None,
                      convention: Optional[str] = None) -> list[dict]:
     """Evaluate `samples`, appending to `pred_path`; returns predictions in sample order."""
+    check_eval_config(ecfg)
     convention = convention or (family if ecfg.convention == "auto" else ecfg.convention)
     done = read_predictions(pred_path)
     if pred_path.exists():  # drop a torn last line (a kill mid-write) before appending
         atomic_write_text(pred_path, "".join(json.dumps(done[i]) + "\n" for i in sorted(done)))
-    todo = [i for i in range(len(samples)) if i not in done]
+    units = [u for u in plan_units(samples, ecfg.answer_form) if any(i not in done for i in u)]
     if done:
         log.info("resuming evaluation: %d of %d predictions already in %s", len(done), len(samples), pred_path)
     model.eval()
     pred_path.parent.mkdir(parents=True, exist_ok=True)
+    answer = answer_direct if ecfg.cot == "none" else answer_cot
     with open(pred_path, "a") as out:
-        for start in progress(range(0, len(todo), ecfg.batch_size), desc="eval"):
-            idx = todo[start:start + ecfg.batch_size]
-            chunk = [samples[i] for i in idx]
-            batch, hws = generation_batch(processor, family, chunk, system_prompt=system_prompt)
-            texts, _ = generate(model, processor.tokenizer, batch, ecfg.max_new_tokens, do_sample=ecfg.do_sample,
-                                temperature=ecfg.temperature, seed=seed + start)
-            for i, s, text, hw in zip(idx, chunk, texts, hws):
-                rec = {"index": i, **score_response(s, text, hw, convention, ecfg.migician_y_rescale)}
-                out.write(json.dumps(rec) + "\n")
-                done[i] = rec
+        for start in progress(range(0, len(units), ecfg.batch_size), desc="eval"):
+            chunk = units[start:start + ecfg.batch_size]
+
+            def gen(prompts, record=False, _seed=seed + chunk[0][0]):
+                return run_prompts(model, processor, family, prompts, ecfg, _seed, system_prompt, record)
+
+            for rec in answer(chunk, samples, gen, convention, ecfg):
+                if rec["index"] not in done:
+                    out.write(json.dumps(rec) + "\n")
+                    done[rec["index"]] = rec
             out.flush()
     return [done[i] for i in range(len(samples))]
 
@@ -101,9 +242,11 @@ def summarize(metrics: dict) -> dict:
 
 def flat_metrics(metrics: dict, prefix: str = "eval") -> dict[str, float]:
     out = {f"{prefix}/{k}": v for k, v in metrics["overall"].items() if isinstance(v, (int, float))}
-    for task, m in metrics["tasks"].items():
-        out.update({f"{prefix}/{task}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
+    for section in ("tasks", "groups", "tiers"):
+        for name, m in metrics.get(section, {}).items():
+            out.update({f"{prefix}/{name}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
     return out
 
 
-__all__ = ["aggregate", "evaluate_samples", "score_response", "read_predictions", "summarize", "flat_metrics"]
+__all__ = ["aggregate", "evaluate_samples", "score_response", "score_box", "read_predictions", "summarize",
+           "flat_metrics"]

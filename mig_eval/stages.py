@@ -1,15 +1,24 @@
-"""Evaluation and report stages."""
+"""Evaluation and report stages.
+
+`evaluate` runs a model (the `model` input's saved folder, else the `model` config) on the `data`
+input's eval split and writes `predictions.jsonl`, `metrics.json` and, with `eval.gallery_per_task`,
+box galleries under `gallery/` (also logged to W&B). `report` prints a comparison of its evaluate
+inputs, or, with `report.table`, a paper table with the paper's rows beside ours (`mig_eval.tables`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from mig_data.loading import load_split
-from mig_eval.evaluate import aggregate, evaluate_samples, flat_metrics, summarize
+from mig_eval.evaluate import aggregate, check_eval_config, evaluate_samples, flat_metrics, summarize
+from mig_eval.gallery import write_gallery
 from mig_eval.report import write_comparison
+from mig_eval.tables import write_table
+from mig_lab.config import ConfigError
 from mig_lab.fabric import make_fabric
-from mig_lab.loggers import make_loggers
-from mig_lab.records import atomic_write_json, to_plain
+from mig_lab.loggers import log_image, make_loggers
+from mig_lab.records import atomic_write_json, read_json, to_plain
 from mig_lab.stages import StageContext, model_dir, stage
 from mig_models.builders import build_model
 
@@ -19,6 +28,7 @@ def evaluate_stage(ctx: StageContext) -> dict:
     """Evaluate the `model` input (or the `model` config) on the `data` input's eval split."""
     cfg = ctx.cfg
     e = cfg.eval
+    check_eval_config(e)
     samples = load_split(ctx.input("data").dir, e.split, on_error=cfg.data.on_error, tasks=e.tasks,
                          max_per_task=e.max_samples)
     path = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
@@ -30,8 +40,13 @@ def evaluate_stage(ctx: StageContext) -> dict:
         preds = evaluate_samples(model, processor, cfg.model.family, samples, e, ctx.out_dir / "predictions.jsonl",
                                  seed=cfg.seed, system_prompt=cfg.model.system_prompt)
     metrics = aggregate(preds)
+    metrics["eval"] = {"model": cfg.model.name, "family": cfg.model.family, "answer_form": e.answer_form,
+                       "cot": e.cot, "convention": cfg.model.family if e.convention == "auto" else e.convention,
+                       "migician_y_rescale": e.migician_y_rescale, "split": e.split}
     atomic_write_json(ctx.out_dir / "metrics.json", metrics)
     fabric.log_dict(flat_metrics(metrics))
+    for task, png, caption in write_gallery(samples, preds, ctx.out_dir / "gallery", e.gallery_per_task):
+        log_image(loggers, f"gallery/{task}", png, caption=caption)
     for lg in loggers:
         lg.finalize("success")
     return summarize(metrics)
@@ -39,11 +54,27 @@ def evaluate_stage(ctx: StageContext) -> dict:
 
 @stage("report", reads=("report",), cache=False)
 def report_stage(ctx: StageContext) -> dict:
-    """A table of the evaluate inputs (one row per input role), written as markdown and CSV."""
-    rows = {role: Path(res.dir) / "metrics.json" for role, res in ctx.inputs.items()}
-    table = write_comparison(rows, ctx.out_dir, title=ctx.cfg.report.get("title", ctx.group))
+    """A table of the evaluate inputs (one row per input role), written as markdown and CSV.
+
+    With `report.table: <name>` the rows go into that paper table beside the paper's numbers;
+    `report.rows` maps input roles to row labels and `report.beside` roles to paper rows
+    (see `mig_eval.tables`)."""
+    r = ctx.cfg.report
+    paths = {role: Path(res.dir) / "metrics.json" for role, res in ctx.inputs.items()}
+    if r.get("table"):
+        labels = dict(r.get("rows") or {})
+        unknown = sorted(set(labels) - set(paths)) + sorted(set(r.get("beside") or {}) - set(paths))
+        if unknown:
+            raise ConfigError(f"report.rows / report.beside name input roles {unknown}; this stage's inputs "
+                              f"are {sorted(paths)}")
+        ours = {labels.get(role, role): read_json(p) for role, p in paths.items()}
+        beside = {labels.get(role, role): row for role, row in (r.get("beside") or {}).items()}
+        table = write_table(r.table, ours, ctx.out_dir, beside)
+        (Path(ctx.run_dir) / f"{r.table}.md").write_text(table)
+    else:
+        table = write_comparison(paths, ctx.out_dir, title=r.get("title", ctx.group))
     out = Path(ctx.run_dir) / "table.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print("\n" + table)
-    return {"table": str(ctx.out_dir / "table.md")}
+    return {"table": str(out)}

@@ -9,46 +9,33 @@ serves the real benchmark and the synthetic one.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from mig_data.schema import DataError, Sample, check_sample
+from mig_data.formats.common import (
+    LoadResult,
+    check_turns,
+    convert_records,
+    load_json_records,
+    record_where,
+    require_keys,
+    require_type,
+    resolve_images,
+)
+from mig_data.schema import Sample, check_sample
 
-log = logging.getLogger(__name__)
+__all__ = ["LoadResult", "load_json_list", "infer_answer_image", "record_to_sample", "read_mig_bench",
+           "sample_to_record", "write_mig_bench"]
 
 REQUIRED_KEYS = ("task", "images", "question", "answer")
 _ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "sixth": 5, "last": -1}
 
 
-@dataclass
-class LoadResult:
-    samples: list[Sample]
-    skipped: Counter = field(default_factory=Counter)  # reason -> count (data.on_error=skip)
-
-    def report(self, source: str) -> None:
-        if self.skipped:
-            total = sum(self.skipped.values())
-            reasons = ", ".join(f"{n} x {r}" for r, n in self.skipped.most_common())
-            log.warning("%s: skipped %d bad record(s) (data.on_error=skip): %s", source, total, reasons)
-
-
 def load_json_list(path: Path) -> list[Any]:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return data
+    """The records of a JSON list file (malformed JSON fails naming line and column)."""
+    return load_json_records(Path(path))
 
 
 def infer_answer_image(task: str, question: str, additional_info: str, n_images: int) -> int:
@@ -74,64 +61,44 @@ def infer_answer_image(task: str, question: str, additional_info: str, n_images:
     return 0
 
 
-def record_to_sample(rec: Any, index: int, path: Path, root: Path, check_images: bool = True) -> Sample:
-    where = f"{path} record {index}" + (f" (id {rec.get('id')!r})" if isinstance(rec, dict) and "id" in rec else "")
-    if not isinstance(rec, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in rec]
-    if missing:
-        raise DataError(f"{where}: missing key(s) {missing}; a MIG-Bench record has {list(REQUIRED_KEYS)}")
-    if not isinstance(rec["images"], list) or not all(isinstance(p, str) for p in rec["images"]):
-        raise DataError(f"{where}: 'images' must be a list of paths")
-    if not isinstance(rec["question"], str):
-        raise DataError(f"{where}: 'question' must be a string")
-    images = [str((root / p).resolve()) if not os.path.isabs(p) else p for p in rec["images"]]
-    if check_images:
-        for p in images:
-            if not os.path.isfile(p):
-                raise DataError(f"{where}: image not found: {p} (paths are relative to data.root={root})")
-    task = rec["task"]
-    additional = rec.get("additional_info", "") or ""
+def record_to_sample(rec: Any, index: int, path: Path, root: Path, check_images: bool = True,
+                     verify_images: bool = False) -> Sample:
+    where = record_where(path, index, rec)
+    require_keys(rec, REQUIRED_KEYS, where, f"a MIG-Bench record has {list(REQUIRED_KEYS)}")
+    task = require_type(rec["task"], str, "task", where)
+    question = require_type(rec["question"], str, "question", where)
+    additional = require_type(rec.get("additional_info") or "", str, "additional_info", where)
+    images = resolve_images(rec["images"], root, where, check_images, verify_images)
     answer_image = rec.get("answer_image")
-    if answer_image is None and isinstance(task, str):
-        answer_image = infer_answer_image(task, rec["question"], additional, len(images))
+    if answer_image is None:
+        answer_image = infer_answer_image(task, question, additional, len(images))
+    require_type(answer_image, int, "answer_image", where)
+    turns = rec.get("turns")
     sample = Sample(
         id=str(rec.get("id", f"{task}-{index}")),
         task=task,
         images=images,
-        question=rec["question"],
+        question=question,
         answer=rec["answer"],
         answer_image=answer_image,
-        response=rec.get("response"),
+        response=require_type(rec["response"], str, "response", where) if rec.get("response") is not None else None,
         need_format=bool(rec.get("need_format", True)),
         additional_info=additional,
-        meta=rec.get("meta") or {},
+        meta=require_type(rec.get("meta") or {}, dict, "meta", where),
+        turns=check_turns(turns, len(images), where) if turns is not None else None,
     )
     return check_sample(sample, where)
 
 
 def read_mig_bench(path: str | Path, root: Optional[str | Path] = None, on_error: str = "raise",
-                   check_images: bool = True) -> LoadResult:
-    """Read a MIG-Bench-format file. Image paths resolve against `root` (default: the file's folder)."""
+                   check_images: bool = True, verify_images: bool = False) -> LoadResult:
+    """Read a MIG-Bench-format file. Image paths resolve against `root` (default: the file's folder);
+    `verify_images` decodes every image's header with PIL (corrupt files fail here)."""
     path = Path(path)
     root = Path(root) if root else path.parent
-    result = LoadResult(samples=[])
-    for i, rec in enumerate(load_json_list(path)):
-        try:
-            result.samples.append(record_to_sample(rec, i, path, root, check_images))
-        except DataError as e:
-            if on_error != "skip":
-                raise
-            result.skipped[_reason(str(e))] += 1
-            log.debug("skip: %s", e)
-    result.report(str(path))
-    return result
-
-
-def _reason(message: str) -> str:
-    """The problem part of a DataError message (after the location), for skip counts."""
-    body = message.split(": ", 1)[-1]
-    return re.sub(r"[-\d.]+|'[^']*'|\[[^\]]*\]", "#", body)[:80]
+    return convert_records(load_json_records(path),
+                           lambda rec, i: record_to_sample(rec, i, path, root, check_images, verify_images),
+                           str(path), on_error)
 
 
 def sample_to_record(s: Sample, root: Path) -> dict[str, Any]:
@@ -149,6 +116,8 @@ def sample_to_record(s: Sample, root: Path) -> dict[str, Any]:
         rec["response"] = s.response
     if s.meta:
         rec["meta"] = s.meta
+    if s.turns is not None:
+        rec["turns"] = s.turns
     return rec
 
 
