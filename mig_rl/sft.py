@@ -40,6 +40,13 @@ def total_steps(train: DictConfig, n_samples: int, world_size: int) -> int:
     return max(1, math.ceil(train.epochs * n_samples / per_step))
 
 
+def warmup_steps(train: DictConfig, max_steps: int) -> int:
+    """`train.warmup_ratio` of the run's steps (rounded up) when set, else `train.warmup_steps`."""
+    if train.warmup_ratio > 0:
+        return min(max_steps, math.ceil(train.warmup_ratio * max_steps))
+    return int(train.warmup_steps)
+
+
 def setup(cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path] = None,
           group: str = "sft", name: str = "sft", stop_at_step: Optional[int] = None) -> dict:
     """Build loggers and Fabric, then run `main` in Fabric's processes. Returns the run summary."""
@@ -74,7 +81,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=tuple(train.betas))
     model, optimizer = fabric.setup(model, optimizer)
-    scheduler = warmup_cosine(optimizer, train.warmup_steps, max_steps, train.min_lr_ratio)
+    scheduler = warmup_cosine(optimizer, warmup_steps(train, max_steps), max_steps, train.min_lr_ratio)
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0}
 
     ckpt_root = out_dir / "checkpoints"
@@ -99,7 +106,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
             break  # simulate a kill (tests of exact resume)
         step_loss = 0.0
         for micro in range(train.grad_accum):
-            batch = next(batches)
+            batch = fabric.to_device(next(batches))  # the loader is not fabric-wrapped (exact resume)
             state["micro_batches"] += 1
             is_accumulating = micro < train.grad_accum - 1
             with fabric.no_backward_sync(model, enabled=is_accumulating):
@@ -125,6 +132,9 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                 metrics["train/grad_norm"] = float(grad_norm)
             fabric.log_dict(metrics, step=state["step"])
             bar.set_postfix(loss=f"{step_loss:.3f}")
+            if bar.disable and fabric.global_rank == 0:  # no terminal: a log line instead of the bar
+                log.info("sft step %d/%d loss %.4f lr %.2e %.1f samples/s", state["step"], max_steps, step_loss,
+                         metrics["train/lr"], metrics["train/samples_per_s"])
             t_log, n_samples_win, n_tokens_win = time.perf_counter(), 0, 0
         if state["step"] % train.ckpt_every == 0 or state["step"] == max_steps:
             save_checkpoint(fabric, ckpt_root, state["step"], state, record, only_params=only_params)

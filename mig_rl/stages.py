@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from mig_lab.stages import StageContext, model_dir, stage
 from mig_rl import sft
+
+log = logging.getLogger(__name__)
 
 
 @stage("sft", reads=("seed", "model", "data.on_error", "train", "fabric"))
@@ -12,3 +16,56 @@ def sft_stage(ctx: StageContext) -> dict:
     init = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
     return sft.setup(ctx.cfg, ctx.input("data").dir, ctx.out_dir, init_model=init, group=ctx.group,
                      name=f"{ctx.name}-{ctx.key}")
+
+
+@stage("grpo", reads=("seed", "model", "data.on_error", "train.mode", "train.lora", "rl", "fabric"))
+def grpo_stage(ctx: StageContext) -> dict:
+    """GRPO from the `model` input (the merged SFT model) on the `data` input's `rl.split` prompts."""
+    from mig_rl import grpo
+
+    init = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
+    return grpo.setup(ctx.cfg, ctx.input("data").dir, ctx.out_dir, init_model=init, group=ctx.group,
+                      name=f"{ctx.name}-{ctx.key}")
+
+
+@stage("rejection_sample", reads=("seed", "model", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
+                                  "rl.top_p", "rl.max_new_tokens", "fabric"))
+def rejection_sample_stage(ctx: StageContext) -> dict:
+    """Keep the `data` input's `rl.split` prompts that the `model` input answers partly right (K samples)."""
+    from mig_data.formats.mig_bench import write_mig_bench
+    from mig_data.loading import load_split
+    from mig_lab.fabric import make_fabric
+    from mig_lab.records import atomic_write_json
+    from mig_models.builders import build_model
+    from mig_rl.rejection import rejection_sample
+
+    cfg = ctx.cfg
+    samples = [s for s in load_split(ctx.input("data").dir, cfg.rl.split, on_error=cfg.data.on_error)
+               if s.answer is not None]
+    path = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
+    model, processor = build_model(cfg.model, seed=cfg.seed, path=path)
+    model = make_fabric(cfg).to_device(model)
+    kept, stats = rejection_sample(model, processor, cfg.model.family, samples, cfg.rl.rejection_k,
+                                   cfg.rl.temperature, cfg.rl.top_p, cfg.rl.max_new_tokens, cfg.seed,
+                                   cfg.model.system_prompt)
+    if not kept:  # reported, not silent: GRPO then sees the unfiltered prompts
+        log.warning("rejection sampling kept no prompt of %d (%d all right, %d all wrong); passing all prompts "
+                    "on unfiltered (stats.json: fallback=keep_all)", stats["prompts"], stats["all_right"],
+                    stats["all_wrong"])
+        kept, stats["fallback"] = samples, "keep_all"
+    write_mig_bench(kept, ctx.out_dir / f"{cfg.rl.split}.json", root=ctx.out_dir)
+    atomic_write_json(ctx.out_dir / "stats.json", stats)
+    return stats
+
+
+@stage("merge", reads=("merge",))
+def merge_stage(ctx: StageContext) -> dict:
+    """Average the model inputs (in input order), or task-arithmetic them onto the input named `base`."""
+    from mig_models.merging import merge_folders
+
+    m = ctx.cfg.merge
+    roles = [r for r in ctx.inputs if r != "base"]
+    base = model_dir(ctx.inputs["base"]) if "base" in ctx.inputs else None
+    merge_folders([model_dir(ctx.inputs[r]) for r in roles], ctx.out_dir / "model", method=m.method,
+                  weights=list(m.weights) or None, base=base, scale=m.scale)
+    return {"merged": roles, "method": m.method, "weights": list(m.weights)}

@@ -1,0 +1,203 @@
+"""GRPO on Fabric: rollouts -> rule-based rewards -> group-normalised advantages -> clipped policy
+loss with a KL penalty to a frozen reference. One readable loop; the maths is in `mig_rl.loss`.
+
+- The reference is the model GRPO starts from (the merged SFT model). With a LoRA policy the reference
+  is the same base with its adapters disabled (no second copy); `rl.kl_beta=0` drops it entirely.
+- Each step samples `rl.batch_size` prompts (x `rl.grad_accum`), G rollouts each, then makes `rl.mu`
+  policy updates on them (old log-probs from before the first update: with mu=1 the ratio is 1).
+- Checkpoints resume exactly (model/adapters, optimizer, scheduler, data position, RNG); rollout seeds
+  derive from (seed, step, sample index).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import torch
+from lightning.fabric import Fabric
+from omegaconf import DictConfig
+
+from mig_data.loading import load_split
+from mig_data.sampler import ResumableBatchSampler
+from mig_lab import progress
+from mig_lab.fabric import make_fabric
+from mig_lab.loggers import log_table, make_loggers
+from mig_lab.records import run_record, to_plain
+from mig_models.builders import build_model, count_parameters
+from mig_models.lora import apply_lora, freeze_modules
+from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_names
+from mig_rl.loss import group_advantages, grpo_loss
+from mig_rl.rewards import acc50_reward, score_rewards
+from mig_rl.rollout import Rollouts, generate_rollouts, reward_columns, sequence_logprobs
+from mig_rl.schedule import warmup_cosine
+from mig_rl.sft import export_model
+
+log = logging.getLogger(__name__)
+
+
+def setup(cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path] = None,
+          group: str = "grpo", name: str = "grpo", stop_at_step: Optional[int] = None) -> dict:
+    loggers = make_loggers(cfg, out_dir, name=name, group=group, config=to_plain(cfg))
+    fabric = make_fabric(cfg, loggers)
+    fabric.launch()
+    try:
+        return main(fabric, cfg, Path(data_dir), Path(out_dir), init_model, stop_at_step)
+    finally:
+        for lg in loggers:
+            lg.finalize("success")
+
+
+def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path],
+         stop_at_step: Optional[int] = None) -> dict:
+    fabric.seed_everything(cfg.seed)
+    rl = cfg.rl
+    samples = load_split(data_dir, rl.split, on_error=cfg.data.on_error)
+    samples = [s for s in samples if s.answer is not None]
+    if not samples:
+        raise ValueError(f"{data_dir}/{rl.split}.json has no samples with an answer box to reward")
+    convention = cfg.model.family
+
+    policy, processor = build_model(cfg.model, seed=cfg.seed, path=init_model)
+    freeze_modules(policy, cfg.train.freeze_vision, cfg.train.freeze_projector)  # "we only train the LLM"
+    lora = cfg.train.mode == "lora"
+    reference = None
+    if rl.kl_beta != 0 and not lora:
+        reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    if lora:
+        policy = apply_lora(policy, cfg.train.lora)
+    fabric.print(f"GRPO ({cfg.train.mode} policy): {count_parameters(policy, True) / 1e6:.3f}M trainable; "
+                 f"{len(samples)} prompts; G={rl.num_generations}; beta={rl.kl_beta}; {rl.steps} steps")
+
+    only_params = trainable_names(policy) if lora else None
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=rl.lr, weight_decay=0.0)
+    policy, optimizer = fabric.setup(policy, optimizer)
+    if reference is not None:
+        reference = fabric.setup_module(reference)
+    updates = rl.steps * rl.mu
+    scheduler = warmup_cosine(optimizer, rl.warmup_steps, updates, min_lr_ratio=1.0)  # constant after warmup
+    state = {"model": policy, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0}
+    ckpt_root = out_dir / "checkpoints"
+    latest = latest_checkpoint(ckpt_root) if rl.resume == "auto" else None
+    if latest is not None:
+        load_checkpoint(fabric, latest, state, only_params=only_params)
+    sampler = ResumableBatchSampler(len(samples), rl.batch_size, seed=cfg.seed, num_replicas=fabric.world_size,
+                                    rank=fabric.global_rank)
+    record = run_record(cfg, stage="grpo")
+    history: list[dict] = []
+
+    bar = progress(total=rl.steps, initial=state["step"], desc="grpo", rank_zero=fabric.global_rank == 0)
+    while state["step"] < rl.steps:
+        if stop_at_step is not None and state["step"] >= stop_at_step:
+            break
+        t0 = time.perf_counter()
+        policy.eval()
+        buffer = []
+        for _ in range(rl.grad_accum):
+            idx = sampler.batch(state["micro_batches"])
+            state["micro_batches"] += 1
+            r = generate_rollouts(policy.module if hasattr(policy, "module") else policy, processor,
+                                  cfg.model.family, [samples[i] for i in idx], idx, rl.num_generations,
+                                  rl.max_new_tokens, rl.temperature, rl.top_p, cfg.seed, state["step"],
+                                  cfg.model.system_prompt)
+            columns = reward_columns(r, convention)
+            total, parts = score_rewards(r.texts, dict(rl.rewards), **columns)
+            parts["_acc50"] = torch.tensor(acc50_reward(r.texts, **columns), dtype=torch.float)
+            adv = group_advantages(total, rl.num_generations, scale=rl.adv_scale)
+            with torch.no_grad():
+                old_logp = sequence_logprobs(policy, r, rl.temperature).detach() if rl.mu > 1 else None
+                ref_logp = _reference_logprobs(policy, reference, r, rl, lora)
+            buffer.append((r, total, parts, adv, old_logp, ref_logp))
+        gen_time = time.perf_counter() - t0
+
+        policy.train()
+        for _ in range(rl.mu):
+            stats = defaultdict(float)
+            for k, (r, _, _, adv, old_logp, ref_logp) in enumerate(buffer):
+                is_accumulating = k < len(buffer) - 1
+                with fabric.no_backward_sync(policy, enabled=is_accumulating):
+                    logp = sequence_logprobs(policy, r, rl.temperature)
+                    mask = r.completion_mask.to(logp.device)
+                    loss, s = grpo_loss(logp, old_logp if old_logp is not None else logp.detach(), ref_logp,
+                                        adv.to(logp.device), mask, rl.kl_beta, rl.eps_low, rl.eps_high,
+                                        rl.loss_type)
+                    fabric.backward(loss / len(buffer))
+                stats["loss"] += loss.item() / len(buffer)
+                for key, v in s.items():
+                    stats[key] += v.item() / len(buffer)
+            if rl.grad_clip > 0:
+                stats["grad_norm"] = float(fabric.clip_gradients(policy, optimizer, max_norm=rl.grad_clip))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        bar.update(1)
+
+        metrics = step_metrics(buffer, stats, gen_time, time.perf_counter() - t0, scheduler.get_last_lr()[0])
+        history.append({"step": state["step"], **metrics})
+        if state["step"] % rl.log_every == 0 or state["step"] == rl.steps:
+            fabric.log_dict(metrics, step=state["step"])
+            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}")
+            if bar.disable and fabric.global_rank == 0:
+                log.info("grpo step %d/%d reward %.4f kl %.4f len %.1f", state["step"], rl.steps,
+                         metrics["reward/total"], metrics.get("train/kl", 0.0), metrics["completion/mean_length"])
+        if state["step"] % max(1, rl.steps // 4) == 0 or state["step"] == rl.steps:
+            _log_samples(fabric, buffer[0][0], buffer[0][1], state["step"])
+        if state["step"] % rl.ckpt_every == 0 or state["step"] == rl.steps:
+            save_checkpoint(fabric, ckpt_root, state["step"], state, record, only_params=only_params)
+    bar.close()
+
+    summary = {"steps": state["step"], "reward_curve": [h["reward/total"] for h in history],
+               "kl_curve": [h.get("train/kl", 0.0) for h in history],
+               "reference": "none" if rl.kl_beta == 0 else ("adapters_disabled" if lora else "frozen_copy")}
+    if history:
+        summary.update(first_reward=history[0]["reward/total"], final_reward=history[-1]["reward/total"])
+    if state["step"] >= rl.steps:
+        export_model(fabric, policy, processor, out_dir, lora, record)
+        summary["model_dir"] = str(out_dir / "model")
+    return summary
+
+
+def _reference_logprobs(policy, reference, r: Rollouts, rl: DictConfig, lora: bool) -> Optional[torch.Tensor]:
+    if rl.kl_beta == 0:
+        return None
+    if lora:  # the base with adapters disabled is the reference: no second copy in memory
+        module = policy.module if hasattr(policy, "module") else policy
+        with module.disable_adapter():
+            return sequence_logprobs(policy, r, rl.temperature).detach()
+    return sequence_logprobs(reference, r, rl.temperature).detach()
+
+
+def step_metrics(buffer: list, stats: dict, gen_time: float, step_time: float, lr: float) -> dict[str, float]:
+    """Reward components, total reward, KL, clip fraction, completion length, per-task accuracy."""
+    totals = torch.cat([b[1] for b in buffer])
+    out = {"reward/total": totals.mean().item(), "reward/total_std": totals.std().item() if len(totals) > 1 else 0.0}
+    for name in buffer[0][2]:
+        if name.startswith("_"):
+            continue
+        comp = torch.cat([b[2][name] for b in buffer])
+        valid = comp[~comp.isnan()]
+        if len(valid):
+            out[f"reward/{name}"] = valid.mean().item()
+    out.update({f"train/{k}": v for k, v in stats.items()})
+    out["train/lr"] = lr
+    lengths = torch.cat([b[0].completion_mask.sum(1).float() for b in buffer])
+    out["completion/mean_length"] = lengths.mean().item()
+    by_task = defaultdict(list)
+    for r, _, parts, *_ in buffer:
+        for s, correct in zip(r.samples, parts["_acc50"].tolist()):
+            by_task[s.task].append(correct)
+    out.update({f"acc50/{t}": sum(v) / len(v) for t, v in by_task.items()})
+    out["time/generate_s"] = gen_time
+    out["time/step_s"] = step_time
+    return out
+
+
+def _log_samples(fabric: Fabric, r: Rollouts, total: torch.Tensor, step: int) -> None:
+    rows = [[s.id, s.task, text, float(t)] for s, text, t in zip(r.samples, r.texts, total)]
+    log_table(fabric.loggers, "rollouts/samples", ["id", "task", "completion", "reward"], rows, step=step)
+

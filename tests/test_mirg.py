@@ -1,0 +1,148 @@
+"""The MIRG-RL experiments: they compose, share stages between rows and tables, and run end to end in
+`debug=tiny` (trajectory data -> trajectory SFT -> image-aware GRPO -> evaluate -> paper table)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from mig_data.cot.trajectory import INSTRUCTIONS, trajectory_errors
+from mig_data.loading import load_split
+from mig_lab.runner import run
+from mig_lab.stages import plan
+from tests.conftest import compose_cfg
+
+Q25_STAGES = ("eval_base_q25", "sft_q25", "eval_sft_q25", "rl_q25", "eval_rl_q25")
+EXPERIMENTS = ("mirg_rl_full", "mirg_table1", "mirg_table2", "mirg_table3")
+
+
+def _random_tiny(exp: str) -> list[str]:
+    """The random tiny models in place of the tiny bases (same sizes), so these tests do not depend on
+    the committed base weights; `test_experiments_compose_as_written` covers the real defaults."""
+    out = ["model=tiny_qwen2_vl"]
+    if exp == "mirg_table2":
+        out += [f"model@stages.{s}.overrides.model=tiny_qwen2_5_vl" for s in Q25_STAGES]
+    return out
+
+
+def _cfg(exp: str, tmp=None, *extra: str):
+    return compose_cfg([f"experiment={exp}", "debug=tiny", "logger=csv", *_random_tiny(exp), *extra], tmp)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One stage cache for the module: stages the experiments share are computed once, as for a user."""
+    return tmp_path_factory.mktemp("mirg_cache")
+
+
+def _run(exp: str, cache, tmp_path):
+    cfg = _cfg(exp, None, f"paths.cache_dir={cache}")
+    cfg.paths.output_dir = str(tmp_path / "run")
+    return run(cfg), tmp_path / "run"
+
+
+def test_experiments_compose_as_written():
+    for exp in EXPERIMENTS:
+        cfg = compose_cfg([f"experiment={exp}"])
+        stages = plan(cfg)
+        assert cfg.model.name == "tiny_base"
+        if exp == "mirg_table2":
+            q25 = {p.name: p.cfg.model for p in stages if p.name in Q25_STAGES}
+            assert {m.family for m in q25.values()} == {"qwen2_5_vl"}
+
+
+def test_mirg_experiments_share_stages_and_use_the_image_aware_reward():
+    keys = {exp: {p.name: p for p in plan(compose_cfg([f"experiment={exp}", *_random_tiny(exp)]))}
+            for exp in EXPERIMENTS}
+    full = keys["mirg_rl_full"]
+    for stage in ("data", "traj", "sft", "rl"):  # the models are the same in every table
+        for exp in EXPERIMENTS:
+            assert keys[exp][stage].key == full[stage].key, (exp, stage)
+    for stage in ("eval_base", "eval_sft", "eval_rl"):  # Tables 2 and 3 reuse the headline's evaluations too
+        assert keys["mirg_table2"][stage].key == keys["mirg_table3"][stage].key == full[stage].key
+    assert keys["mirg_table1"]["eval_rl"].key != full["eval_rl"].key  # Table 1: the whole eval split
+    # Table 3's data ablation: three trajectory forms of the same data
+    t3 = keys["mirg_table3"]
+    assert [t3[s].cfg.trajectory.form for s in ("traj", "traj_reason", "traj_answer")] == ["grounded", "reasoning",
+                                                                                             "answer"]
+    assert len({t3[s].key for s in ("sft", "sft_reason", "sft_answer")}) == 3
+    # Table 2: the Qwen2.5-VL chain differs in its model only
+    t2 = keys["mirg_table2"]
+    assert t2["sft_q25"].cfg.model.family == "qwen2_5_vl" and t2["sft"].cfg.model.family == "qwen2_vl"
+    assert t2["sft_q25"].key != t2["sft"].key
+    weights = {k: v for k, v in full["rl"].cfg.rl.rewards.items() if v}
+    assert weights == {"mirg_format": 1.0, "image": 1.0, "object": 1.0}  # r = r_fmt + r_img + r_obj
+    assert full["rl"].cfg.rl.split == "rl"
+    # MIRG-RL trains on seven task types and is evaluated on all ten
+    synth = full["data"].cfg.data.synth
+    assert len(synth.tasks) == 7 and len(synth.eval_tasks) == 10 and "multi_view" not in synth.tasks
+
+
+def test_mirg_rl_full_runs_in_debug_tiny(cache, tmp_path):
+    results, run_dir = _run("mirg_rl_full", cache, tmp_path)
+    traj = results["traj"].dir
+    stats = json.loads((traj / "stats.json").read_text())
+    assert stats["kept"] + stats["rejected_samples"] == stats["samples"] == stats["sft_pool"] > 0
+    assert stats["rl_prompts"] > 0 and stats["eval"] == 30  # 3 per task x 10 tasks
+    train = load_split(traj, "train")
+    assert len(train) == stats["kept"]
+    for s in train:
+        assert s.question.endswith(INSTRUCTIONS["grounded"]) and not s.need_format
+        assert trajectory_errors(s.response, len(s.images)) == []
+    rl = load_split(traj, "rl")
+    assert all(s.response is None and s.answer is not None for s in rl)
+    assert {s.id for s in rl}.isdisjoint({s.id for s in train})  # RL prompts are held out from SFT
+    assert {s.task for s in load_split(traj, "eval")} == set(stats["by_task"]) | {"view_diff", "multi_view",
+                                                                                   "correspondence"}
+    # GRPO logged the three MIRG reward components
+    with open(results["rl"].dir / "csv" / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert {"reward/mirg_format", "reward/image", "reward/object", "reward/total"} <= set(header)
+    for name in ("eval_base", "eval_sft", "eval_rl"):
+        m = json.loads((results[name].dir / "metrics.json").read_text())
+        assert m["overall"]["tasks"] == 10 and m["overall"]["n"] == 30
+    table = (run_dir / "mirg_rl_table1.md").read_text()
+    for row in ("| Qwen2-VL-7B |", "| MIRG-RL-7B |", "**tiny base**", "**MIRG-RL (tiny)**",
+                "**+ Trajectory SFT (tiny)**"):
+        assert row in table
+    # our MIRG-RL row is printed right under the paper's
+    lines = table.splitlines()
+    assert lines[lines.index(next(x for x in lines if x.startswith("| MIRG-RL-7B |"))) + 1].startswith(
+        "| **MIRG-RL (tiny)**")
+
+
+@pytest.mark.parametrize("exp", ["mirg_table1", "mirg_table2",  # ~1 s and ~16 s after mirg_rl_full's test
+                                 pytest.param("mirg_table3", marks=pytest.mark.slow)])  # ~26 s, 45 s alone
+def test_mirg_tables_run_in_debug_tiny(exp, cache, tmp_path):
+    results, run_dir = _run(exp, cache, tmp_path)
+    table_name = {"mirg_table1": "mirg_rl_table1", "mirg_table2": "mirg_rl_table2",
+                  "mirg_table3": "mirg_rl_table3"}[exp]
+    table = (run_dir / f"{table_name}.md").read_text()
+    rows = _cfg(exp).report.rows
+    assert all(f"**{label}**" in table for label in rows.values())
+    assert set(results["table"].summary) == {"table"}
+    if exp == "mirg_table3":
+        forms = {name: json.loads((results[name].dir / "stats.json").read_text())["form"]
+                 for name in ("traj", "traj_reason", "traj_answer")}
+        assert forms == {"traj": "grounded", "traj_reason": "reasoning", "traj_answer": "answer"}
+        plain = load_split(results["traj_answer"].dir, "train")
+        assert all(s.response.startswith("Image-") and "<think>" not in s.response for s in plain)
+    if exp == "mirg_table2":
+        m = json.loads((results["eval_rl_q25"].dir / "metrics.json").read_text())
+        assert m["eval"]["family"] == "qwen2_5_vl" and m["eval"]["convention"] == "qwen2_5_vl"
+
+
+def test_a_teacher_that_writes_no_valid_trajectory_stops_the_data_stage(tmp_path):
+    """cot.teacher.kind=model with an untrained VLM: stage 1 marks no mentions, every sample is rejected
+    (`no_draft`), and the stage says so instead of handing SFT an empty split."""
+    from mig_data.schema import DataError
+    from mig_models.builders import build_tiny, save_model
+
+    model, processor = build_tiny(compose_cfg([]).model, seed=0)
+    save_model(model, processor, tmp_path / "teacher")
+    cfg = _cfg("mirg_rl_full", tmp_path, "cot.teacher.kind=model", f"cot.teacher.model_path={tmp_path / 'teacher'}",
+               "cot.teacher.max_new_tokens=8", "data.synth.n_train=4")
+    with pytest.raises(DataError, match=r"model teacher wrote no valid grounded trajectory .*'no_draft'"):
+        run(cfg)

@@ -1,0 +1,68 @@
+"""Reward functions: all built on mig_eval.boxes (the evaluation scorer)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mig_eval.boxes import iou
+from mig_rl.rewards import REWARDS, score_rewards
+
+GT = [0.1, 0.2, 0.5, 0.6]
+COLS = dict(answer=[GT] * 4, answer_image=[1] * 4, image_sizes=[[(112, 112), (224, 112)]] * 4,
+            convention=["qwen2_vl"] * 4)
+COMPLETIONS = [
+    '<think>The blue star is in Image-2.</think><answer>{"bbox_2d": [100, 200, 500, 600]}</answer>',
+    "<think>no box</think><answer>none</answer>",
+    "Image-2: <|box_start|>(100,200),(300,400)<|box_end|>",
+    '<answer>{"bbox_2d": [100, 200, 500, 600]}</answer>',
+]
+
+
+def test_iou_reward_uses_the_evaluation_scorer():
+    vals = REWARDS["iou"](COMPLETIONS, **COLS)
+    assert vals[0] == pytest.approx(1.0)
+    assert vals[1] == 0.0
+    assert vals[2] == pytest.approx(iou(GT, (0.1, 0.2, 0.3, 0.4)))
+    assert vals[3] == pytest.approx(1.0)
+
+
+def test_format_reward_needs_think_answer_and_json_box():
+    assert REWARDS["format"](COMPLETIONS, **COLS) == [1.0, 0.0, 0.0, 0.0]
+    assert REWARDS["format"](['<think>x</think>\n<answer>[{"bbox_2d": [1, 2, 3, 4]}]</answer>'])[0] == 1.0
+    assert REWARDS["format"](['<think>x</think><answer>{"bbox_2d": [1, 2, 3]}</answer>'])[0] == 0.0
+    assert REWARDS["format"](['junk <think>x</think><answer>{"bbox_2d": [1, 2, 3, 4]}</answer>'])[0] == 0.0
+
+
+def test_acc50_reward():
+    assert REWARDS["acc50"](COMPLETIONS, **COLS) == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_image_reward_reads_bbox_id_or_image_mention():
+    comps = ["<answer><bbox_id>[2-1]</bbox_id></answer>", "<answer>Image-1: (1,2),(3,4)</answer>",
+             "<think>Image-2 has it</think><answer>(1,2),(3,4)</answer>", "Image-2: (1,2),(3,4)"]
+    assert REWARDS["image"](comps, **COLS) == [1.0, 0.0, 0.0, 1.0]
+    assert REWARDS["image"](comps[:1], answer_image=[None]) == [None]
+
+
+def test_qwen25_iou_reward_maps_pixels_through_the_answer_image():
+    cols = dict(COLS, convention=["qwen2_5_vl"] * 4)
+    # image 2 (index 1) is 224 high x 112 wide: GT in pixels is x 11.2..56, y 44.8..134.4
+    comp = ['<think>t</think><answer>{"bbox_2d": [11, 45, 56, 134]}</answer>']
+    assert REWARDS["iou"](comp, **{k: v[:1] for k, v in cols.items()})[0] > 0.95
+
+
+def test_weighted_total_skips_not_applicable():
+    total, parts = score_rewards(COMPLETIONS[:2], {"iou": 1.0, "format": 0.5, "image": 1.0},
+                                 answer=[GT, GT], answer_image=[1, None], image_sizes=COLS["image_sizes"][:2],
+                                 convention=["qwen2_vl"] * 2)
+    # completion 0 names no image in its answer block: image reward 0; completion 1: image not applicable
+    assert total.tolist() == pytest.approx([1.0 + 0.5 + 0.0, 0.0])
+    assert parts["image"][0].item() == 0.0
+    assert math.isnan(parts["image"][1].item())
+
+
+def test_unknown_reward_name_fails_clearly():
+    with pytest.raises(ValueError, match="unknown reward"):
+        score_rewards(["x"], {"iuo": 1.0}, **{k: v[:1] for k, v in COLS.items()})
