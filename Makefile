@@ -8,7 +8,7 @@ PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow test-all lint format smoke bench clean
+.PHONY: help setup test test-slow test-all lint format smoke bench clean reproduce-table9 mirg reproduce-mirg-tables migician reproduce-migician-tables
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -39,6 +39,21 @@ format: ## ruff format + import sort
 
 smoke: ## The end-to-end slice on the embedded default
 	$(PY) run.py experiment=smoke
+
+mirg: ## MIRG-RL end to end: trajectory SFT + image-aware GRPO, ten-task table beside the paper's Table 1
+	$(PY) run.py experiment=mirg_rl_full
+
+reproduce-mirg-tables: ## mirg_rl Tables 1-3 on the embedded default (they share mirg's stages)
+	$(PY) run.py experiment=mirg_table1 && $(PY) run.py experiment=mirg_table2 && $(PY) run.py experiment=mirg_table3
+
+migician: ## Migician end to end: stage 1 -> stage 2 -> merge -> ten-task table beside the paper's Table 1
+	$(PY) run.py experiment=migician
+
+reproduce-migician-tables: ## migician Tables 1, 5, 6, 7, 9, 10 on the embedded default (shared stages run once)
+	for t in 1 5 7 10 6 9; do $(PY) run.py experiment=migician_table$$t || exit 1; done
+
+reproduce-table9: ## coldstart_rl Table 9 (ablations) end to end on the embedded default, beside the paper's
+	$(PY) run.py experiment=coldstart_table9
 
 bench: ## Benchmarks (ratios against a baseline measured in the same run)
 	$(PY) -m benchmarks

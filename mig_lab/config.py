@@ -54,6 +54,7 @@ class SynthConfig:
     """MIG-Synth: procedurally generated scenes with exact ground truth."""
 
     tasks: list[str] = field(default_factory=lambda: ["group_grounding"])
+    eval_tasks: Optional[list[str]] = None  # tasks of the eval split; None = `tasks`
     n_train: int = 2000  # samples per task
     n_eval: int = 64  # samples per task
     image_size: int = 112
@@ -61,19 +62,66 @@ class SynthConfig:
     max_images: int = 4
     min_objects: int = 1  # objects per image (target included)
     max_objects: int = 3
-    background: str = "gradient"  # flat | gradient (a faint position cue) | noise
+    background: str = "gradient"  # flat | gradient (a faint position cue) | noise | position (cue on objects too)
     clutter: float = 0.0  # 0..1: small background blobs that are not objects
     workers: int = 0  # 0 = in-process; >0 = worker processes
+    # [min, max] images per task, overriding min/max_images for the multi-image tasks (group_grounding,
+    # common_object, object_tracking, multi_view, region, understanding); pair tasks always have 2.
+    task_images: dict[str, list[int]] = field(default_factory=lambda: {"object_tracking": [4, 6]})
+    hard_negatives: float = 0.5  # chance a distractor shares the target's colour or shape (visual-prompt tasks)
+    lookalike_prob: float = 0.0  # object_tracking / multi_view: chance of a same-looking distractor
+    view_change: float = 1.0  # strength of viewpoint changes (view_diff, multi_view); 0 = same view
+    minor_changes: int = 2  # view_diff: clutter blobs added/moved/removed that are not "the difference"
+
+
+@dataclass
+class CocoConfig:
+    """data.source=coco: `train_file`/`eval_file` are COCO / Objects365 instance files; with
+    `refs_file` (RefCOCO's refs(unc).p) the samples are the referring expressions instead."""
+
+    refs_file: Optional[str] = None
+    train_split: str = "train"  # refs split for the train split
+    eval_split: str = "val"  # refs split for the eval split (RefCOCO: val | testA | testB)
+
+
+@dataclass
+class MixtureSourceConfig:
+    """One named source of a mixture: MIG-Synth tasks, or a file in one of the formats."""
+
+    ratio: float = 0.0  # share of the mixture (ratios are normalised by their sum)
+    source: str = "synth"  # synth | mig_bench | sharegpt | coco
+    tasks: list[str] = field(default_factory=list)  # synth: tasks, sharing the source's count evenly
+    synth: dict[str, Any] = field(default_factory=dict)  # synth: overrides of data.synth (e.g. max_images: 1)
+    n_images: Optional[list[int]] = None  # synth: keep only samples with [min, max] images (S-/M-Understanding)
+    file: Optional[str] = None  # file sources: train records
+    eval_file: Optional[str] = None  # file sources: eval records (needed when mixture.n_eval > 0)
+    root: Optional[str] = None  # image root of the file (default data.root)
+    refs_file: Optional[str] = None  # coco: RefCOCO refs pickle
+    default_task: Optional[str] = None  # sharegpt: task of records naming none (default data.default_task)
+
+
+@dataclass
+class MixtureConfig:
+    """data.source=mixture: weighted sources (migician.txt Table 12), reproducible by seed."""
+
+    n_train: int = 0  # total samples of the train split
+    n_eval: int = 0  # total samples of the eval split (0 = no eval split)
+    sources: dict[str, MixtureSourceConfig] = field(default_factory=dict)
 
 
 @dataclass
 class DataConfig:
-    source: str = "synth"  # synth | mig_bench | sharegpt | coco
+    source: str = "synth"  # synth | mig_bench | sharegpt | coco | mixture
     root: Optional[str] = None  # folder that image paths in the files are relative to
     train_file: Optional[str] = None
     eval_file: Optional[str] = None
     synth: SynthConfig = field(default_factory=SynthConfig)
     on_error: str = "raise"  # raise | skip (skipped records are counted and reported)
+    verify_images: bool = False  # make_data decodes every image header (PIL verify) of external files
+    default_task: str = "free_form"  # sharegpt: task of records that name none (MGrounding names none)
+    json_max_samples: int = 50000  # also write <split>.json (MIG-Bench format) up to this many samples
+    coco: CocoConfig = field(default_factory=CocoConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -93,6 +141,7 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 20
+    warmup_ratio: float = 0.0  # > 0: warmup = ceil(ratio * total steps), instead of warmup_steps (LLaMA-Factory's)
     max_steps: int = 300  # optimizer steps; <= 0 means `epochs` passes over the data
     epochs: float = 1.0
     batch_size: int = 16  # micro-batch per device
@@ -129,9 +178,45 @@ class RLConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     rewards: dict[str, float] = field(default_factory=lambda: {"iou": 1.0, "format": 0.5})
+    rejection_k: int = 8  # answers sampled per prompt by rejection sampling
+    split: str = "train"  # the data split GRPO and rejection sampling draw prompts from
     log_every: int = 1
     ckpt_every: int = 25
     resume: str = "auto"
+
+
+# ----------------------------------------------------------------------------------------- merge
+@dataclass
+class MergeConfig:
+    method: str = "average"  # average | task_arithmetic (needs an input named `base`)
+    weights: list[float] = field(default_factory=list)  # per merged input, in input order; empty = equal
+    scale: float = 1.0  # task arithmetic: base + scale * sum(finetuned - base)
+
+
+# ------------------------------------------------------------------------------------------- cot
+@dataclass
+class TeacherConfig:
+    kind: str = "oracle"  # oracle (MIG-Synth scene graphs) | model (a local VLM at model_path)
+    noise: float = 0.1  # oracle only: error rate of an imperfect teacher (grows with difficulty)
+    model_path: Optional[str] = None
+    temperature: float = 0.7
+    max_new_tokens: int = 512
+    samples: int = 4  # responses per sample; the consistency filter keeps samples where all are right
+
+
+@dataclass
+class CotConfig:
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    rl_fraction: float = 0.5  # share of the train split held out (no teacher text) as RL prompts
+
+
+@dataclass
+class TrajectoryConfig:
+    """MIRG-RL trajectory data (mig_data/cot/trajectory.py); the teacher is `cot.teacher`."""
+
+    form: str = "grounded"  # grounded (reasoning + grounding) | reasoning (reasoning only) | answer (plain SFT)
+    rl_fraction: float = 0.4  # share of the train split held out as RL prompts (mirg_rl.txt 3.1: 7k of 17k)
+    distractor: bool = True  # the reasoning also names one distractor (a hard negative where there is one)
 
 
 # ------------------------------------------------------------------------------------------ eval
@@ -146,7 +231,9 @@ class EvalConfig:
     tasks: Optional[list[str]] = None  # None = every task in the data
     convention: str = "auto"  # box convention of the answers; auto = the model family's
     migician_y_rescale: bool = False  # the published Migician-only y-axis rescale (opt-in)
-    answer_form: str = "all"  # all (all images at once) | polling (one image at a time)
+    # polling: one prompt per target image, as MIG-Bench's records are (Tables 1-9) | all: one prompt
+    # asking for every target of an image group at once (migician Table 10); see mig_eval/answer_forms.py
+    answer_form: str = "polling"
     cot: str = "none"  # none | single | multi (the Migician CoT baselines)
     gallery_per_task: int = 0
 
@@ -208,6 +295,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cot: CotConfig = field(default_factory=CotConfig)
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
     fabric: FabricConfig = field(default_factory=FabricConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -228,9 +318,9 @@ class ConfigError(ValueError):
 _CHOICES = {
     "model.family": ("qwen2_vl", "qwen2_5_vl"),
     "model.tokenizer": ("bpe", "qwen"),
-    "data.source": ("synth", "mig_bench", "sharegpt", "coco"),
+    "data.source": ("synth", "mig_bench", "sharegpt", "coco", "mixture"),
     "data.on_error": ("raise", "skip"),
-    "data.synth.background": ("flat", "gradient", "noise"),
+    "data.synth.background": ("flat", "gradient", "noise", "position"),
     "train.mode": ("full", "lora"),
     "train.resume": ("auto", "never"),
     "rl.loss_type": ("grpo", "token"),
@@ -239,6 +329,7 @@ _CHOICES = {
     "eval.convention": ("auto", "qwen2_vl", "qwen2_5_vl"),
     "eval.answer_form": ("all", "polling"),
     "eval.cot": ("none", "single", "multi"),
+    "trajectory.form": ("grounded", "reasoning", "answer"),
     "logger.kind": ("wandb", "csv", "none"),
     "logger.mode": ("auto", "offline", "online", "disabled"),
 }
@@ -252,6 +343,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"config key '{key}' is {value!r}; expected one of {list(allowed)}")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ConfigError("config keys 'train.batch_size' and 'train.grad_accum' must be >= 1")
+    if not 0.0 <= cfg.train.warmup_ratio < 1.0:
+        raise ConfigError(f"config key 'train.warmup_ratio' must be in [0, 1), got {cfg.train.warmup_ratio}")
     if cfg.rl.num_generations < 2:
         raise ConfigError("config key 'rl.num_generations' must be >= 2: GRPO compares rollouts in a group")
     if cfg.model.min_pixels > cfg.model.max_pixels:

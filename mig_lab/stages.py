@@ -35,18 +35,21 @@ class StageKind:
     version: int = 1  # bump when the code changes what the stage writes
     cache: bool = True  # False: cheap stages (reports) that run every time, into the run folder
     fingerprint: Optional[Callable[[DictConfig], Any]] = None  # extra key input (external file identity)
+    ignores: tuple[str, ...] = ()  # dotted keys under `reads` that change how, not what (+ EXECUTION_ONLY)
 
 
 _KINDS: dict[str, StageKind] = {}
+# Keys that change how a stage runs but never what it writes: left out of every cache key.
+EXECUTION_ONLY = ("data.synth.workers",)  # sample i depends only on (seed, split, task, i)
 
 
 def stage(name: str, reads: tuple[str, ...] | list[str], version: int = 1, cache: bool = True,
-          fingerprint: Optional[Callable[[DictConfig], Any]] = None):
+          fingerprint: Optional[Callable[[DictConfig], Any]] = None, ignores: tuple[str, ...] = ()):
     """Register a stage kind: `@stage("sft", reads=("seed", "model", "train"))`."""
 
     def register(fn: Callable[[StageContext], Optional[dict]]):
         _KINDS[name] = StageKind(name=name, fn=fn, reads=tuple(reads), version=version, cache=cache,
-                                 fingerprint=fingerprint)
+                                 fingerprint=fingerprint, ignores=tuple(ignores))
         return fn
 
     return register
@@ -118,6 +121,8 @@ def apply_debug_caps(cfg: DictConfig) -> None:
     cfg.train.ckpt_every = min(cfg.train.ckpt_every, d.max_steps)
     cfg.data.synth.n_train = min(cfg.data.synth.n_train, d.n_train)
     cfg.data.synth.n_eval = min(cfg.data.synth.n_eval, d.n_eval)
+    cfg.data.mixture.n_train = min(cfg.data.mixture.n_train, d.n_train)
+    cfg.data.mixture.n_eval = min(cfg.data.mixture.n_eval, d.n_eval)
     cfg.eval.max_samples = min(cfg.eval.max_samples or d.n_eval, d.n_eval)
     cfg.eval.max_new_tokens = min(cfg.eval.max_new_tokens, d.max_new_tokens)
     cfg.eval.batch_size = min(cfg.eval.batch_size, d.batch_size * 2)
@@ -127,13 +132,17 @@ def apply_debug_caps(cfg: DictConfig) -> None:
     cfg.rl.batch_size = min(cfg.rl.batch_size, d.batch_size)
     cfg.rl.grad_accum = 1
     cfg.rl.ckpt_every = min(cfg.rl.ckpt_every, d.rl_steps)
+    cfg.rl.rejection_k = min(cfg.rl.rejection_k, d.rejection_k)
 
 
 def _stage_config(base: DictConfig, name: str, overrides: Any) -> DictConfig:
     try:
-        merged = OmegaConf.merge(base, OmegaConf.create(OmegaConf.to_container(overrides)))
+        # open: dict-typed fields (data.mixture.sources) take new keys; typed dataclass nodes still refuse typos
+        with open_dict(base):
+            merged = OmegaConf.merge(base, OmegaConf.create(OmegaConf.to_container(overrides)))
     except OmegaConfBaseException as e:
         raise ConfigError(f"stages.{name}.overrides: {e}") from e
+    OmegaConf.set_struct(merged, True)
     with open_dict(merged):
         merged.stages = {}
     apply_debug_caps(merged)
@@ -176,6 +185,13 @@ def plan(cfg: DictConfig) -> list[PlannedStage]:
                                      inputs=dict(spec.inputs))
     for p in planned.values():
         view = {k: _select(p.cfg, k) for k in p.kind.reads}
+        for dotted in (*EXECUTION_ONLY, *p.kind.ignores):
+            head, *path, last = dotted.split(".")
+            node = view.get(head)
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(last, None)
         if p.kind.fingerprint is not None:
             view["_fingerprint"] = p.kind.fingerprint(p.cfg)
         p.key = stable_hash({"kind": p.kind.name, "version": p.kind.version, "config": view,

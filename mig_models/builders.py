@@ -6,6 +6,7 @@ runs the same code on the tiny default and on Qwen2-VL-7B.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,27 @@ def build_tiny(cfg: DictConfig, seed: int) -> tuple[PreTrainedModel, ProcessorMi
     return model, processor
 
 
+PKG_SCHEME = "pkg://"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A model folder on disk. `pkg://<package>/<sub/path>` names a folder inside an installed package
+    (the committed tiny base weights: `pkg://mig_models/assets/tiny_base`), so a config that points at
+    them works from any working directory and from an installed copy of the project."""
+    text = str(path)
+    if not text.startswith(PKG_SCHEME):
+        return Path(text).expanduser()
+    package, _, sub = text[len(PKG_SCHEME):].partition("/")
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model.path={text!r}: {package!r} is not an installed package "
+                          f"(expected pkg://<package>/<folder>, e.g. pkg://mig_models/assets/tiny_base)")
+    return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
 def load_pretrained(path: str | Path, cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Real (or saved tiny) weights from a local Hugging Face folder; never a hub download."""
-    path = Path(path).expanduser()
+    path = resolve_model_path(path)
     if not (path / "config.json").exists():
         raise ConfigError(
             f"model.path={str(path)!r} is not a local Hugging Face model folder (no config.json there). "
