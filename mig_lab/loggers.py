@@ -88,6 +88,13 @@ class WandbLogger(Logger):
         self.experiment.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
 
     @rank_zero_only
+    def log_images(self, key: str, images: list, captions: list[str], step: Optional[int] = None) -> None:
+        """PIL images as one W&B image panel (tables of this wandb version keep no pixels offline)."""
+        import wandb
+
+        self.experiment.log({key: [wandb.Image(im, caption=c) for im, c in zip(images, captions)]}, step=step)
+
+    @rank_zero_only
     def finalize(self, status: str) -> None:
         if self._run is not None:
             self._run.finish(exit_code=0 if status == "success" else 1)
@@ -110,6 +117,12 @@ def log_image(loggers: list[Logger], key: str, path: Path, step: Optional[int] =
     for lg in loggers:
         if isinstance(lg, WandbLogger):
             lg.log_image(key, path, step=step, caption=caption)
+
+
+def log_images(loggers: list[Logger], key: str, images: list, captions: list[str], step: Optional[int] = None) -> None:
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.log_images(key, images, captions, step=step)
 
 
 def log_table(loggers: list[Logger], key: str, columns: list[str], rows: list[list[Any]],

@@ -24,9 +24,11 @@ from omegaconf import DictConfig
 
 from mig_data.loading import load_split
 from mig_data.sampler import ResumableBatchSampler
+from mig_eval.evaluate import score_response
+from mig_eval.gallery import render
 from mig_lab import progress
 from mig_lab.fabric import make_fabric
-from mig_lab.loggers import log_table, make_loggers
+from mig_lab.loggers import WandbLogger, log_images, log_table, make_loggers
 from mig_lab.records import run_record, to_plain
 from mig_models.builders import build_model, count_parameters
 from mig_models.lora import apply_lora, freeze_modules
@@ -146,7 +148,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                 log.info("grpo step %d/%d reward %.4f kl %.4f len %.1f", state["step"], rl.steps,
                          metrics["reward/total"], metrics.get("train/kl", 0.0), metrics["completion/mean_length"])
         if state["step"] % max(1, rl.steps // 4) == 0 or state["step"] == rl.steps:
-            _log_samples(fabric, buffer[0][0], buffer[0][1], state["step"])
+            _log_samples(fabric, buffer[0][0], buffer[0][1], state["step"], convention)
         if state["step"] % rl.ckpt_every == 0 or state["step"] == rl.steps:
             save_checkpoint(fabric, ckpt_root, state["step"], state, record, only_params=only_params)
     bar.close()
@@ -197,7 +199,17 @@ def step_metrics(buffer: list, stats: dict, gen_time: float, step_time: float, l
     return out
 
 
-def _log_samples(fabric: Fabric, r: Rollouts, total: torch.Tensor, step: int) -> None:
+def _log_samples(fabric: Fabric, r: Rollouts, total: torch.Tensor, step: int, convention: str,
+                 n_images: int = 4) -> None:
+    """W&B: a table of the rollouts, and the first `n_images` drawn with the ground-truth (green) and
+    predicted (red) boxes, as the evaluation galleries draw them."""
+    if not any(isinstance(lg, WandbLogger) for lg in fabric.loggers):
+        return  # rendering is for W&B only
     rows = [[s.id, s.task, text, float(t)] for s, text, t in zip(r.samples, r.texts, total)]
     log_table(fabric.loggers, "rollouts/samples", ["id", "task", "completion", "reward"], rows, step=step)
+    shown = range(min(n_images, len(r.samples)))
+    images = [render(r.samples[i], score_response(r.samples[i], r.texts[i], r.image_sizes[i], convention), height=112)
+              for i in shown]
+    log_images(fabric.loggers, "rollouts/boxes", images, [f"{r.samples[i].id} reward {float(total[i]):.2f}" for i in shown],
+               step=step)
 

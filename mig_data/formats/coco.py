@@ -31,7 +31,7 @@ from typing import Any, Iterable, Optional
 from PIL import Image
 from pycocotools.coco import COCO
 
-from mig_data.formats.common import LoadResult, convert_records, require_keys, resolve_images
+from mig_data.formats.common import LoadResult, convert_records, read_json_file, require_keys, resolve_images
 from mig_data.schema import DataError, Sample, check_box, check_sample
 
 log = logging.getLogger("mig_data")
@@ -47,15 +47,7 @@ def grounding_question(expression: str) -> str:
 def load_coco(path: str | Path) -> COCO:
     """A pycocotools `COCO` index of an instances file (malformed JSON fails naming line/column)."""
     path = Path(path)
-    data: Any = None
-    if not path.is_file():
-        raise DataError(f"{path}: file not found", "missing_file")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}",
-                        "malformed_json") from e
+    data = read_json_file(path)
     require_keys(data, ("images", "annotations", "categories"), str(path),
                  "a COCO instances file has 'images', 'annotations' and 'categories'")
     coco = COCO()

@@ -49,6 +49,21 @@ class BadLine:
         self.error = error
 
 
+def read_json_file(path: str | Path) -> Any:
+    """One JSON document; a missing, malformed or non-UTF-8 file fails naming the file (and line/column)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found", "missing_file")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}",
+                        "malformed_json") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file ({e})", "malformed_json") from e
+
+
 def load_json_records(path: str | Path) -> list[Any]:
     """The records of a `.json` file (one JSON list) or a `.jsonl` file (one record per line).
 
@@ -70,14 +85,7 @@ def load_json_records(path: str | Path) -> list[Any]:
                     records.append(BadLine(DataError(
                         f"{path} line {lineno}: malformed JSON at column {e.colno}: {e.msg}", "malformed_json")))
         return records
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}",
-                        "malformed_json") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a UTF-8 text file ({e})", "malformed_json") from e
+    data = read_json_file(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}", "malformed_json")
     return data
