@@ -10,6 +10,15 @@ from typing import Any, Optional
 import torch
 
 _DROP = ("<|im_end|>", "<|endoftext|>")
+# Vision placeholders are never generated: a completion is fed back through the model (RL log-probs,
+# multi-turn CoT), where every <|image_pad|> claims image features that do not exist and the forward fails.
+_VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def vision_placeholder_ids(tokenizer: Any) -> list[int]:
+    """The ids of the vision placeholder tokens the tokenizer has."""
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in _VISION_PLACEHOLDERS]
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
 
 
 def decode_completions(tokenizer: Any, ids: torch.Tensor) -> list[str]:
@@ -29,7 +38,8 @@ def generate(model: Any, tokenizer: Any, batch: dict[str, torch.Tensor], max_new
     """Generate for a left-padded prompt batch. Returns the texts (prompt-major: the
     num_return_sequences completions of prompt 0 first) and the completion ids [N, T] (padded)."""
     kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                  num_return_sequences=num_return_sequences)
+                                  num_return_sequences=num_return_sequences,
+                                  suppress_tokens=vision_placeholder_ids(tokenizer))
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     else:

@@ -119,3 +119,25 @@ def test_mean_reward_rises_over_a_short_run_from_the_tiny_base(tmp_path):
     assert len(curve) == 30
     first, last = sum(curve[:10]) / 10, sum(curve[-10:]) / 10
     assert last > first + 0.02, (first, last, curve)
+
+
+def test_rollouts_never_contain_vision_placeholders(synth_data):
+    """A policy that prefers <|image_pad|> must still yield rollouts whose log-probs can be computed
+    (an image_pad in a completion made the forward fail: 'image features and image tokens do not match')."""
+    from mig_models.generation import vision_placeholder_ids
+
+    cfg = compose_cfg([])
+    model, processor = build_tiny(cfg.model, seed=0)
+    pad_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[pad_id] = 100.0  # every step's argmax, unless suppressed
+    model.lm_head = head
+    samples = load_split(synth_data, "train")[:2]
+    r = generate_rollouts(model, processor, "qwen2_vl", samples, [0, 1], 2, 6, 1.0, 1.0, seed=0, step=0)
+    banned = set(vision_placeholder_ids(processor.tokenizer))
+    assert pad_id in banned and not banned & set(r.completion_ids.flatten().tolist())
+    logp = sequence_logprobs(model, r)
+    assert torch.isfinite(logp).all()
