@@ -132,6 +132,9 @@ class LoraConfig:
     dropout: float = 0.0
     # Regex over module names: the language model's projections, not the vision tower.
     target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    # Modules trained in full beside the adapters (peft `modules_to_save`), e.g. [embed_tokens, lm_head]
+    # when the data uses tokens the base has never produced (the tiny base and <think>/<answer>).
+    modules_to_save: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -12,7 +12,8 @@ from transformers import PreTrainedModel
 def apply_lora(model: PreTrainedModel, lora: DictConfig) -> PeftModel:
     """Wrap `model` with LoRA adapters; only adapter weights stay trainable."""
     config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                            target_modules=lora.target_modules, bias="none")
+                            target_modules=lora.target_modules, bias="none",
+                            modules_to_save=list(lora.modules_to_save) or None, ensure_weight_tying=bool(lora.modules_to_save))
     return get_peft_model(model, config)
 
 

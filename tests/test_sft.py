@@ -87,3 +87,27 @@ def test_lora_merge_matches_adapter_logits(synth_data):
     assert not any("lora" in n for n, _ in merged.named_parameters())
     assert (adapter_logits - merged_logits).abs().max().item() < 1e-4
     assert adapter_logits.abs().max().item() > 0
+
+
+def test_lora_with_trained_tied_embeddings_merges_into_the_same_model(tmp_path):
+    """train.lora.modules_to_save=[embed_tokens, lm_head] on the tied tiny base: the merged, saved and
+    reloaded model computes what the adapted model computes, and its embeddings stay tied."""
+    from mig_models.builders import build_model
+    from mig_models.lora import apply_lora
+
+    cfg = compose_cfg(["model=tiny_base", "train.mode=lora", "train.lora.modules_to_save=[embed_tokens,lm_head]"])
+    model, processor = build_model(cfg.model, seed=0)
+    peft_model = apply_lora(model, cfg.train.lora)
+    with torch.no_grad():
+        for p in peft_model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.02)
+    ids = torch.randint(0, 1000, (1, 12))
+    with torch.no_grad():
+        adapted = peft_model(input_ids=ids).logits
+        merged = peft_model.merge_and_unload()
+        assert merged.get_input_embeddings().weight.data_ptr() == merged.get_output_embeddings().weight.data_ptr()
+        merged.save_pretrained(tmp_path)
+        processor.save_pretrained(tmp_path)
+        reloaded, _ = build_model(cfg.model, seed=0, path=tmp_path)
+        assert torch.allclose(reloaded(input_ids=ids).logits, adapted, atol=1e-4)
