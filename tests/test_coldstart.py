@@ -54,7 +54,7 @@ def test_kl_beta_sweep_is_a_multirun_that_computes_shared_stages_once(tmp_path):
         assert len(re.findall(rf"\[stage {shared}\] reusing cached", out)) == 1, shared
     assert len(re.findall(r"\[stage grpo_full\] running", out)) == 2  # one GRPO per beta
     jobs = sorted(p.parent for p in (tmp_path / "sweep").rglob("run.json"))
-    assert [j.name for j in jobs] == ["0_rl.kl_beta=0", "1_rl.kl_beta=1e-3"]  # named by the swept key only
+    assert [j.name for j in jobs] == ["0_rl.kl_beta=0", "1_rl.kl_beta=0.001"]  # named by the swept key only
     betas = sorted(json.loads((j / "run.json").read_text())["config"]["rl"]["kl_beta"] for j in jobs)
     assert betas == [0.0, 1e-3]
     for j in jobs:

@@ -103,16 +103,17 @@ def test_wandb_gets_rollout_table_and_box_images(synth_data, tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_mean_reward_rises_over_a_short_run_from_the_tiny_base(tmp_path):
-    """GRPO from the committed tiny base on one-object single-image grounding, IoU reward: the mean
-    reward of the last steps is above that of the first steps (~2 min on 2 CPU cores)."""
+    """GRPO from the committed tiny base on single-image grounding with distractors (where the base is
+    right about a third of the time), IoU reward: the mean reward of the last steps is above that of the
+    first steps (~2 min on 2 CPU cores). On one-object images the base is already at ~0.8 mean IoU."""
     from mig_data.synth.generate import generate_split
 
     data = tmp_path / "data"
-    synth = compose_cfg(["data.synth.tasks=[single_grounding]", "data.synth.min_objects=1",
-                         "data.synth.max_objects=1", "data.synth.n_train=64"]).data.synth
+    synth = compose_cfg(["data.synth.tasks=[single_grounding]", "data.synth.min_objects=2",
+                         "data.synth.max_objects=4", "data.synth.n_train=64"]).data.synth
     generate_split(synth, seed=0, split="train", out_dir=data)
     cfg = compose_cfg(["model=tiny_base", "logger=csv", "fabric=cpu", "rl.steps=30", "rl.batch_size=4",
-                       "rl.num_generations=8", "rl.temperature=1.0", "rl.max_new_tokens=24", "rl.lr=1e-4",
+                       "rl.num_generations=8", "rl.temperature=1.0", "rl.max_new_tokens=24", "rl.lr=2e-4",
                        "rl.kl_beta=0", "rl.rewards={iou: 1.0, format: 0.0}", "rl.ckpt_every=100"], tmp_path)
     summary = grpo.setup(cfg, data, tmp_path / "rl")
     curve = summary["reward_curve"]
