@@ -108,9 +108,17 @@ def table_rows(name: str, ours: dict[str, dict], beside: Optional[dict[str, str]
     header = ["source", "model"] + ([setting] if setting else []) + [c["label"] for c in table["columns"]]
     keys = [c["key"] for c in table["columns"]]
 
+    def our_setting(label: str) -> list[str]:
+        if not setting:
+            return []
+        if table.get("setting_is_answer_form"):  # Table 10: the setting is how the run answered
+            return [answer_setting(ours[label])]
+        # otherwise (e.g. Table 9's CS RS RL flags) ours is the same recipe as the paper row it goes under
+        return [rows[place[label]].get("setting", "") if label in place else ""]
+
     def our_row(label: str) -> list[str]:
         vals = [_fmt(metric_value(ours[label], k, table["metric"])) for k in keys]
-        return ["ours", label] + ([answer_setting(ours[label])] if setting else []) + vals
+        return ["ours", label] + our_setting(label) + vals
 
     body: list[list[str]] = []
     k = 0

@@ -53,11 +53,13 @@ def setup(cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[P
     loggers = make_loggers(cfg, out_dir, name=name, group=group, config=to_plain(cfg))
     fabric = make_fabric(cfg, loggers)
     fabric.launch()
+    status = "failed"
     try:
         summary = main(fabric, cfg, Path(data_dir), Path(out_dir), init_model, stop_at_step)
+        status = "success"
     finally:
         for lg in loggers:
-            lg.finalize("success")
+            lg.finalize(status)
     return summary
 
 

@@ -34,6 +34,8 @@ def test_table9_runs_end_to_end_and_shares_the_cold_start_model(tmp_path):
     table = (tmp_path / "run" / "coldstart_rl_table9.md").read_text()
     assert all(f"**{row}**" in table for row in TABLE9_ROWS)
     assert "| Ours-Full |" in table and "| w/o RS |" in table  # the paper's rows beside ours
+    # ours take the CS RS RL flags of the paper row they sit under (the same recipe)
+    assert "| **Ours-Full (tiny)** | **✓ ✓ ✓** |" in table and "| **w/o CS (tiny)** | **✗ ✗ ✓** |" in table
     for name in ("eval_base", "eval_nocs", "eval_sft_full", "eval_sft_lora", "eval_nors", "eval_full"):
         m = json.loads((results[name].dir / "metrics.json").read_text())
         assert m["overall"]["tasks"] == 10, name
