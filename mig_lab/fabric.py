@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 from lightning.fabric import Fabric
@@ -44,3 +45,22 @@ def make_fabric(cfg: DictConfig, loggers: Optional[list[Logger]] = None) -> Fabr
         precision=resolve_precision(cfg.fabric.precision, cfg.fabric.accelerator),
         loggers=loggers or [],
     )
+
+
+def run_loop(loop: Callable[..., Any], cfg: DictConfig, out_dir: Path, name: str, group: str, *args: Any) -> Any:
+    """Loggers (CSV in `out_dir`, W&B per config) and Fabric, then `loop(fabric, cfg, *args)`; the loggers
+    are finalized "success" or "failed" as the loop ends. The setup of every training loop."""
+    from mig_lab.loggers import make_loggers
+    from mig_lab.records import to_plain
+
+    loggers = make_loggers(cfg, out_dir, name=name, group=group, config=to_plain(cfg))
+    fabric = make_fabric(cfg, loggers)
+    fabric.launch()
+    status = "failed"
+    try:
+        result = loop(fabric, cfg, *args)
+        status = "success"
+        return result
+    finally:
+        for lg in loggers:
+            lg.finalize(status)

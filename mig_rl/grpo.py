@@ -27,9 +27,9 @@ from mig_data.sampler import ResumableBatchSampler
 from mig_eval.evaluate import score_response
 from mig_eval.gallery import render
 from mig_lab import progress
-from mig_lab.fabric import make_fabric
-from mig_lab.loggers import WandbLogger, log_images, log_table, make_loggers
-from mig_lab.records import run_record, to_plain
+from mig_lab.fabric import run_loop
+from mig_lab.loggers import WandbLogger, log_images, log_table
+from mig_lab.records import run_record
 from mig_models.builders import build_model, count_parameters
 from mig_models.lora import apply_lora, freeze_modules
 from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_names
@@ -44,17 +44,7 @@ log = logging.getLogger(__name__)
 
 def setup(cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path] = None,
           group: str = "grpo", name: str = "grpo", stop_at_step: Optional[int] = None) -> dict:
-    loggers = make_loggers(cfg, out_dir, name=name, group=group, config=to_plain(cfg))
-    fabric = make_fabric(cfg, loggers)
-    fabric.launch()
-    status = "failed"
-    try:
-        summary = main(fabric, cfg, Path(data_dir), Path(out_dir), init_model, stop_at_step)
-        status = "success"
-        return summary
-    finally:
-        for lg in loggers:
-            lg.finalize(status)
+    return run_loop(main, cfg, Path(out_dir), name, group, Path(data_dir), Path(out_dir), init_model, stop_at_step)
 
 
 def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path],

@@ -22,9 +22,8 @@ from mig_data.collate import SFTCollator
 from mig_data.loading import load_split
 from mig_data.sampler import ResumableBatchSampler
 from mig_lab import progress
-from mig_lab.fabric import make_fabric
-from mig_lab.loggers import make_loggers
-from mig_lab.records import atomic_write_json, replace_dir, run_record, to_plain
+from mig_lab.fabric import run_loop
+from mig_lab.records import atomic_write_json, replace_dir, run_record
 from mig_models.builders import build_model, count_parameters, save_model
 from mig_models.lora import apply_lora, freeze_modules, merge_lora
 from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_names
@@ -50,17 +49,7 @@ def warmup_steps(train: DictConfig, max_steps: int) -> int:
 def setup(cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path] = None,
           group: str = "sft", name: str = "sft", stop_at_step: Optional[int] = None) -> dict:
     """Build loggers and Fabric, then run `main` in Fabric's processes. Returns the run summary."""
-    loggers = make_loggers(cfg, out_dir, name=name, group=group, config=to_plain(cfg))
-    fabric = make_fabric(cfg, loggers)
-    fabric.launch()
-    status = "failed"
-    try:
-        summary = main(fabric, cfg, Path(data_dir), Path(out_dir), init_model, stop_at_step)
-        status = "success"
-    finally:
-        for lg in loggers:
-            lg.finalize(status)
-    return summary
+    return run_loop(main, cfg, Path(out_dir), name, group, Path(data_dir), Path(out_dir), init_model, stop_at_step)
 
 
 def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_model: Optional[Path],
