@@ -36,7 +36,7 @@ from mig_eval.answer_forms import (
     plan_units,
 )
 from mig_eval.boxes import iou, parse_response
-from mig_eval.metrics import aggregate, difficulty_tier
+from mig_eval.metrics import aggregate, difficulty_tier, picked_object
 from mig_lab import progress
 from mig_lab.config import ConfigError
 from mig_lab.records import atomic_write_text
@@ -67,6 +67,8 @@ def score_box(sample: Sample, response: str, box, image: Optional[int], box_imag
         "well_formed": well_formed,
         "iou": iou(sample.answer, box) if sample.answer is not None else 0.0,
         "tier": difficulty_tier(sample.meta),
+        "picked": picked_object(sample.meta, sample.answer, sample.answer_image, box,
+                                box_image if box is not None else None),
     }
 
 

@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, Optional
 
 from mig_data.schema import REFERENTIAL_TASKS, SPONTANEOUS_TASKS
+from mig_eval.boxes import iou
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 IN_DOMAIN_TASKS = ("diff", "common_object", "region", "refer_grounding")
@@ -57,8 +58,33 @@ def difficulty_tier(meta: Mapping[str, Any]) -> Optional[str]:
     return "medium"
 
 
+PICKS = ("target", "other", "none")
+
+
+def picked_object(meta: Mapping[str, Any], answer: Optional[list[float]], answer_image: Optional[int],
+                  box: Optional[list[float]], box_image: Optional[int]) -> Optional[str]:
+    """Which object a predicted box lands on (IoU >= 0.5), from the sample's scene graph:
+    "target", "other" (a distractor, or an object of another image) or "none" (no object, no box).
+    None where it cannot be told: no scene graph (external data), or an answer that is not a whole
+    object (a region crop, an object part, the empty place of a removed object)."""
+    scenes, oid = meta.get("scenes"), meta.get("target_oid")
+    image = answer_image or 0
+    if not scenes or oid is None or answer is None or image >= len(scenes):
+        return None
+    target = next((o for o in scenes[image]["objects"] if o["oid"] == oid), None)
+    if target is None or iou(target["box"], answer) < 0.9:
+        return None
+    if box is None or box_image is None or not 0 <= box_image < len(scenes):
+        return "none"
+    best = max(scenes[box_image]["objects"], key=lambda o: iou(o["box"], box), default=None)
+    if best is None or iou(best["box"], box) < 0.5:
+        return "none"
+    return "target" if best["oid"] == oid and box_image == image else "other"
+
+
 def task_metrics(preds: Iterable[dict]) -> dict[str, float]:
-    """acc@t (IoU >= t), mean IoU, n, and the fraction of responses with a well-formed box."""
+    """acc@t (IoU >= t), mean IoU, n, the fraction of responses with a well-formed box, and (scene-graph
+    samples) the fractions of boxes on the target, on another object, on no object."""
     preds = list(preds)
     n = len(preds)
     if n == 0:
@@ -69,6 +95,9 @@ def task_metrics(preds: Iterable[dict]) -> dict[str, float]:
     with_image = [p for p in preds if p.get("gt_image") is not None]
     if with_image:
         out["image_acc"] = sum(p.get("image") == p["gt_image"] for p in with_image) / len(with_image)
+    picks = [p["picked"] for p in preds if p.get("picked") is not None]
+    if picks:  # where the box went: the named object, another object, or no object
+        out.update({f"picked_{k}": picks.count(k) / len(picks) for k in PICKS})
     out["n"] = n
     return out
 

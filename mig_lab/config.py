@@ -64,6 +64,7 @@ class SynthConfig:
     max_objects: int = 3
     background: str = "gradient"  # flat | gradient (a faint position cue) | noise | position (cue on objects too)
     clutter: float = 0.0  # 0..1: small background blobs that are not objects
+    queries_per_image: int = 1  # single_grounding: > 1 asks up to this many objects of the image in turn (multi-turn)
     workers: int = 0  # 0 = in-process; >0 = worker processes
     # [min, max] images per task, overriding min/max_images for the multi-image tasks (group_grounding,
     # common_object, object_tracking, multi_view, region, understanding); pair tasks always have 2.

@@ -18,7 +18,7 @@ from mig_data.schema import MIG_TASKS
 from mig_data.synth.generate import generate_split, make_sample, sample_rng
 from mig_data.synth.geometry import View, box_frame, inside, sub_box
 from mig_data.synth.items import seen
-from mig_data.synth.scene import Scene, crop_pixels, render
+from mig_data.synth.scene import Scene, crop_pixels, position_ramp, render
 from mig_data.synth.tasks import TASK_GENERATORS
 from mig_lab.config import ConfigError, SynthConfig
 from tests.conftest import compose_cfg
@@ -135,7 +135,10 @@ def test_answer_box_tightly_bounds_the_target_and_centre_has_its_colour(task):
         if target.shape != "ring":
             x = round((it.answer[0] + it.answer[2]) / 2 * (SIZE - 1))
             y = round((it.answer[1] + it.answer[3]) / 2 * (SIZE - 1))
-            assert tuple(pixels(scene)[y, x]) == COLORS[target.color]
+            want = np.array(COLORS[target.color])
+            if scene.background == "position":  # the position cue tints objects too: red + x, green + y
+                want = np.clip(want + [position_ramp(SIZE)[x], position_ramp(SIZE)[y], 0], 0, 255)
+            assert tuple(pixels(scene)[y, x]) == tuple(want)
 
 
 # ------------------------------------------------------------------------------ task invariants
@@ -312,6 +315,50 @@ def test_group_and_single_grounding_name_a_unique_object():
             assert f"the {it.meta['target']}<|object_ref_end|>" in it.question
 
 
+def test_single_grounding_target_position_does_not_hint_which_object_is_named():
+    """With two objects, the target is the more central one half the time (the box placed first
+    used to go to the target: it was the more central one ~60% of the time, a cue a model learned
+    instead of reading the query)."""
+    cfg = synth_cfg(min_objects=2, max_objects=2)
+    off_centre = lambda o: abs(o.center[0] - 0.5) + abs(o.center[1] - 0.5)  # noqa: E731
+    n, central = 2000, 0
+    for it in items("single_grounding", n, cfg):
+        target, other = sorted(it.scenes[0].objects, key=lambda o: o.oid)
+        central += off_centre(target) < off_centre(other)
+    assert abs(central / n - 0.5) < 0.04, central / n  # binomial sd 0.011
+
+
+
+def test_many_queries_per_image_ask_unique_objects_in_turn_and_train_on_every_answer(tmp_path):
+    from mig_data.collate import IGNORE_INDEX, SFTCollator
+    from mig_data.synth.items import qwen2_box
+    from mig_models.builders import build_tiny
+
+    cfg = synth_cfg(min_objects=3, max_objects=4, queries_per_image=3)
+    for it in items("single_grounding", cfg=cfg):
+        asked = [t for t in it.turns if t["role"] == "user"]
+        answers = [t["content"] for t in it.turns if t["role"] == "assistant"]
+        assert [t["role"] for t in it.turns] == ["user", "assistant"] * len(asked)
+        assert 1 <= len(asked) <= 3 and asked[0]["image_offsets"] == [0]
+        assert all(t["image_offsets"] == [] for t in asked[1:])
+        assert asked[-1]["content"] == it.question and answers[-1] == qwen2_box(it.answer)  # the target last
+        named = [re.search(r"the (\w+) (\w+)<", t["content"]).groups() for t in asked]
+        assert len(set(named)) == len(named)
+        for (color, shape), box in zip(named, answers):
+            (obj,) = [o for o in it.scenes[0].objects if (o.color, o.shape) == (color, shape)]  # unique kind
+            assert box == qwen2_box(obj.box)
+    assert max(len(it.turns) for it in items("single_grounding", cfg=cfg)) == 6
+    one = items("single_grounding", 4)  # the default: one query, no turns, the same samples as before
+    assert all(it.turns is None for it in one)
+
+    samples = [make_sample(cfg, 0, "train", "single_grounding", i, tmp_path) for i in range(2)]
+    _, processor = build_tiny(compose_cfg([]).model, seed=0)
+    batch = SFTCollator(processor, "qwen2_vl", 2048)(samples)
+    for row, s in enumerate(samples):
+        labelled = processor.tokenizer.decode(batch["labels"][row][batch["labels"][row] != IGNORE_INDEX])
+        assert labelled == "".join(t["content"] + "<|im_end|>" for t in s.turns if t["role"] == "assistant")
+
+
 def test_understanding_answers_are_exact():
     seen_types = set()
     for it in items("understanding", 60):
@@ -376,6 +423,7 @@ def test_workers_give_the_same_split(tmp_path):
     ("+data.synth.task_images.common_object=[3,9]", "task_images.common_object"),
     ("data.synth.max_images=7", "max_images"),
     ("data.synth.hard_negatives=1.5", "hard_negatives"),
+    ("data.synth.queries_per_image=0", "queries_per_image"),
 ])
 def test_bad_synth_config_fails_naming_the_key(override, key, tmp_path):
     cfg = compose_cfg(["data.synth.tasks=[diff]", "data.synth.n_eval=1", override]).data.synth

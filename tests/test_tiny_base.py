@@ -24,7 +24,7 @@ from tests.conftest import REPO, compose_cfg
 BASES = [
     ("tiny_base", "qwen2_vl", Qwen2VLForConditionalGeneration, Qwen2VLProcessor),
 ]
-MIN_ACC = 0.3  # recipe.json: 0.36 on the 256 held-out samples, 0.50 on these 32; a random-init model scores 0
+MIN_ACC = 0.25  # recipe.json: 0.29 on the 256 held-out samples, 0.34 on these 32; a random-init model scores 0
 N_CHECK = 32  # held-out samples scored here (recipe.json records the accuracy on exactly these)
 
 

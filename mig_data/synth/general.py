@@ -16,6 +16,7 @@ from mig_data.synth.items import (
     n_images,
     new_scene,
     place_kinds,
+    qwen2_box,
     random_kind,
 )
 from mig_data.synth.scene import COLORS, SHAPES, Obj, Scene, place_box, random_scene_background
@@ -31,16 +32,40 @@ def gen_single_grounding(rng: random.Random, cfg) -> SynthItem:
     scene = random_scene_background(rng, cfg.background, cfg.clutter)
     scene.objects.append(Obj(shape=shape, color=color, box=place_box(rng, []), oid=0))  # type: ignore[arg-type]
     fill_scene(rng, scene, rng.randint(cfg.min_objects, cfg.max_objects) - 1, exclude={(color, shape)})
+    # The first box is placed freely and the others around it, so the first box's position is not
+    # distributed like the rest: the target takes a uniformly chosen box, or where it sits would hint
+    # which object the query names.
+    target, other = scene.objects[0], rng.choice(scene.objects)
+    target.box, other.box = other.box, target.box
     rng.shuffle(scene.objects)
-    target = next(o for o in scene.objects if o.oid == 0)
     return SynthItem(
         scenes=[scene],
-        question=f"Locate <|object_ref_start|>the {color} {shape}<|object_ref_end|> in the image.",
+        question=refer_question(target),
         answer=list(target.box),
         answer_image=0,
         need_format=True,
         meta={"target_oid": 0, "target": target.name, "num_images": 1, "distractors": len(scene.objects) - 1},
+        turns=query_turns(rng, scene, target, cfg.queries_per_image) if cfg.queries_per_image > 1 else None,
     )
+
+
+def refer_question(obj: Obj) -> str:
+    return f"Locate <|object_ref_start|>the {obj.color} {obj.shape}<|object_ref_end|> in the image."
+
+
+def query_turns(rng: random.Random, scene: Scene, target: Obj, n: int) -> list[dict]:
+    """Several objects of one image asked in turn (`data.synth.queries_per_image`): up to n - 1 other
+    objects whose colour + shape is unique in the image, in random order, then the target (the
+    sample's answer). The image alone then never predicts an answer: only the query tells the turns
+    apart."""
+    counts = Counter((o.color, o.shape) for o in scene.objects)
+    others = [o for o in scene.objects if o.oid != target.oid and counts[(o.color, o.shape)] == 1]
+    rng.shuffle(others)
+    turns = []
+    for i, obj in enumerate([*others[: n - 1], target]):
+        turns.append({"role": "user", "content": refer_question(obj), "image_offsets": [0] if i == 0 else []})
+        turns.append({"role": "assistant", "content": qwen2_box(list(obj.box)), "image_offsets": []})
+    return turns
 
 
 def plural(shape: str) -> str:

@@ -76,6 +76,8 @@ def check_synth_config(cfg: Any) -> None:
     if not 1 <= cfg.min_images <= cfg.max_images <= MAX_IMAGES:
         raise ConfigError(f"data.synth.min_images/max_images = {cfg.min_images}/{cfg.max_images}: "
                           f"need 1 <= min_images <= max_images <= {MAX_IMAGES}")
+    if cfg.queries_per_image < 1:
+        raise ConfigError(f"data.synth.queries_per_image = {cfg.queries_per_image}: need >= 1 (1 = one query per image)")
     if not 1 <= cfg.min_objects <= cfg.max_objects:
         raise ConfigError(f"data.synth.min_objects/max_objects = {cfg.min_objects}/{cfg.max_objects}: "
                           f"need 1 <= min_objects <= max_objects")
