@@ -67,8 +67,7 @@ def score_box(sample: Sample, response: str, box, image: Optional[int], box_imag
         "well_formed": well_formed,
         "iou": iou(sample.answer, box) if sample.answer is not None else 0.0,
         "tier": difficulty_tier(sample.meta),
-        "picked": picked_object(sample.meta, sample.answer, sample.answer_image, box,
-                                box_image if box is not None else None),
+        "picked": picked_object(sample.meta, sample.answer, sample.answer_image, box, box_image),
     }
 
 

@@ -76,10 +76,10 @@ def picked_object(meta: Mapping[str, Any], answer: Optional[list[float]], answer
         return None
     if box is None or box_image is None or not 0 <= box_image < len(scenes):
         return "none"
-    best = max(scenes[box_image]["objects"], key=lambda o: iou(o["box"], box), default=None)
-    if best is None or iou(best["box"], box) < 0.5:
+    overlap, best_oid = max(((iou(o["box"], box), o["oid"]) for o in scenes[box_image]["objects"]), default=(0.0, None))
+    if overlap < 0.5:
         return "none"
-    return "target" if best["oid"] == oid and box_image == image else "other"
+    return "target" if best_oid == oid and box_image == image else "other"
 
 
 def task_metrics(preds: Iterable[dict]) -> dict[str, float]:
