@@ -3,14 +3,22 @@
 Composes the typed config and runs the experiment's stages. Nothing else lives here.
 """
 
+import sys
+
 from mig_lab import setup_env
 
 setup_env()
 
+from mig_lab.ranks import is_external_worker, serve  # noqa: E402
+
+if is_external_worker():  # a rank > 0 started by torchrun / srun: no Hydra, no run folder; serve rank 0
+    serve()
+    sys.exit(0)
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from mig_lab.config import register_configs  # noqa: E402
+from mig_lab.config import ConfigError, check_launcher_plugin, register_configs  # noqa: E402
 
 register_configs()
 
@@ -23,4 +31,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        check_launcher_plugin(sys.argv[1:])
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     main()

@@ -20,7 +20,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -82,18 +82,29 @@ def score_response(sample: Sample, response: str, hws: list, convention: str,
 
 
 def read_predictions(path: Path) -> dict[int, dict]:
-    """Predictions already made, by sample index (a torn last line from a kill is ignored)."""
+    """Predictions already made, by sample index (a torn last line from a kill is ignored), with those in
+    the per-rank part files of an interrupted sharded evaluation (`<name>.rank<R>.jsonl`)."""
     done: dict[int, dict] = {}
-    if not path.exists():
-        return done
-    with open(path) as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[rec["index"]] = rec
+    for p in [path, *sorted(Path(path).parent.glob(f"{Path(path).stem}.rank*.jsonl"))]:
+        if not p.exists():
+            continue
+        with open(p) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                done[rec["index"]] = rec
     return done
+
+
+def _append_safely(path: Path):
+    """Open for appending; a torn last line (a kill mid-write) is closed first, so it stays one bad line."""
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    f = open(path, "a")
+    if torn:
+        f.write("\n")
+    return f
 
 
 @dataclass
@@ -206,31 +217,48 @@ def score_step2(sample: Sample, response: str, hws: list, image: int, mode: str,
 
 def evaluate_samples(model: Any, processor: Any, family: str, samples: list[Sample], ecfg: DictConfig,
                      pred_path: Path, seed: int = 0, system_prompt: Optional[str] = None,
-                     convention: Optional[str] = None) -> list[dict]:
-    """Evaluate `samples`, appending to `pred_path`; returns predictions in sample order."""
+                     convention: Optional[str] = None, rank: int = 0, world: int = 1,
+                     gather: Optional[Callable[[Any], list]] = None) -> Optional[list[dict]]:
+    """Evaluate `samples`, appending to `pred_path`; returns predictions in sample order.
+
+    Sharded over `world` ranks: the batches are formed exactly as in one process and batch j goes to rank
+    j % world (so predictions are identical to a one-process run); each rank appends to its own part file
+    (resumable), then `gather` brings every rank's records to rank 0, which writes `pred_path` whole and
+    returns them (other ranks return None)."""
     check_eval_config(ecfg)
     convention = convention or (family if ecfg.convention == "auto" else ecfg.convention)
     done = read_predictions(pred_path)
-    if pred_path.exists():  # drop a torn last line (a kill mid-write) before appending
-        atomic_write_text(pred_path, "".join(json.dumps(done[i]) + "\n" for i in sorted(done)))
     units = [u for u in plan_units(samples, ecfg.answer_form) if any(i not in done for i in u)]
-    if done:
+    if done and rank == 0:
         log.info("resuming evaluation: %d of %d predictions already in %s", len(done), len(samples), pred_path)
+    if world > 1:
+        gather(None)  # every rank has read the part files before any rank appends to its own
     model.eval()
     pred_path.parent.mkdir(parents=True, exist_ok=True)
     answer = answer_direct if ecfg.cot == "none" else answer_cot
-    with open(pred_path, "a") as out:
-        for start in progress(range(0, len(units), ecfg.batch_size), desc="eval"):
+    part = pred_path if world == 1 else pred_path.with_name(f"{pred_path.stem}.rank{rank}.jsonl")
+    starts = list(range(0, len(units), ecfg.batch_size))[rank::world]
+    new: dict[int, dict] = {}
+    with _append_safely(part) as out:
+        for start in progress(starts, desc="eval", rank_zero=rank == 0):
             chunk = units[start:start + ecfg.batch_size]
 
             def gen(prompts, record=False, _seed=seed + chunk[0][0]):
                 return run_prompts(model, processor, family, prompts, ecfg, _seed, system_prompt, record)
 
             for rec in answer(chunk, samples, gen, convention, ecfg):
-                if rec["index"] not in done:
+                if rec["index"] not in done and rec["index"] not in new:
                     out.write(json.dumps(rec) + "\n")
-                    done[rec["index"]] = rec
+                    new[rec["index"]] = rec
             out.flush()
+    for shard in (gather(new) if world > 1 else [new]):
+        done.update(shard)
+    if rank != 0:
+        return None
+    if world > 1 or len(done) != len(new):  # one whole file, in sample order, without torn lines or parts
+        atomic_write_text(pred_path, "".join(json.dumps(done[i]) + "\n" for i in sorted(done)))
+        for p in pred_path.parent.glob(f"{pred_path.stem}.rank*.jsonl"):
+            p.unlink()
     return [done[i] for i in range(len(samples))]
 
 

@@ -9,6 +9,7 @@ inputs, or, with `report.table`, a paper table with the paper's rows beside ours
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from mig_data.loading import load_split
 from mig_eval.evaluate import aggregate, check_eval_config, evaluate_samples, flat_metrics, summarize
@@ -18,14 +19,17 @@ from mig_eval.tables import write_table
 from mig_lab.config import ConfigError
 from mig_lab.fabric import make_fabric
 from mig_lab.loggers import log_image, make_loggers
+from mig_lab.ranks import gather_objects
 from mig_lab.records import atomic_write_json, read_json, to_plain
 from mig_lab.stages import StageContext, model_dir, stage
 from mig_models.builders import build_model
 
 
-@stage("evaluate", reads=("seed", "model", "data.on_error", "eval", "fabric"))
-def evaluate_stage(ctx: StageContext) -> dict:
-    """Evaluate the `model` input (or the `model` config) on the `data` input's eval split."""
+@stage("evaluate", reads=("seed", "model", "data.on_error", "eval", "fabric"), ranks="all",
+       ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
+def evaluate_stage(ctx: StageContext) -> Optional[dict]:
+    """Evaluate the `model` input (or the `model` config) on the `data` input's eval split, sharded over
+    the ranks; rank 0 writes `predictions.jsonl` and `metrics.json`."""
     cfg = ctx.cfg
     e = cfg.eval
     check_eval_config(e)
@@ -35,10 +39,13 @@ def evaluate_stage(ctx: StageContext) -> dict:
     model, processor = build_model(cfg.model, seed=cfg.seed, path=path)
     loggers = make_loggers(cfg, ctx.out_dir, name=f"{ctx.name}-{ctx.key}", group=ctx.group, config=to_plain(cfg))
     fabric = make_fabric(cfg, loggers)
-    model = fabric.to_device(model)
+    model = fabric.to_device(model)  # every rank holds the whole model: generation needs no collective
     with fabric.autocast():
         preds = evaluate_samples(model, processor, cfg.model.family, samples, e, ctx.out_dir / "predictions.jsonl",
-                                 seed=cfg.seed, system_prompt=cfg.model.system_prompt)
+                                 seed=cfg.seed, system_prompt=cfg.model.system_prompt, rank=fabric.global_rank,
+                                 world=fabric.world_size, gather=gather_objects)
+    if preds is None:  # not rank 0
+        return None
     metrics = aggregate(preds)
     metrics["eval"] = {"model": cfg.model.name, "family": cfg.model.family, "answer_form": e.answer_form,
                        "cot": e.cot, "convention": cfg.model.family if e.convention == "auto" else e.convention,

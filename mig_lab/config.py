@@ -148,8 +148,9 @@ class TrainConfig:
     warmup_ratio: float = 0.0  # > 0: warmup = ceil(ratio * total steps), instead of warmup_steps (LLaMA-Factory's)
     max_steps: int = 300  # optimizer steps; <= 0 means `epochs` passes over the data
     epochs: float = 1.0
-    batch_size: int = 16  # micro-batch per device
-    grad_accum: int = 1
+    batch_size: int = 16  # global batch: samples per optimizer step over all ranks (what papers state)
+    micro_batch_size: Optional[int] = None  # samples per rank per forward; None = batch_size / world size
+    gradient_checkpointing: bool = False  # recompute activations in backward (full and LoRA training)
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0
@@ -166,8 +167,8 @@ class TrainConfig:
 @dataclass
 class RLConfig:
     steps: int = 100
-    batch_size: int = 2  # prompts per rollout batch (per device)
-    grad_accum: int = 1
+    batch_size: int = 2  # global batch: prompts per optimizer step over all ranks (G rollouts each)
+    micro_batch_size: Optional[int] = None  # prompts per rank per rollout micro-batch; None = batch_size / world
     num_generations: int = 8  # G rollouts per prompt
     temperature: float = 0.7
     top_p: float = 1.0
@@ -248,8 +249,9 @@ class FabricConfig:
     accelerator: str = "auto"  # auto | cpu | cuda
     devices: str = "1"  # "1", "8", "auto"
     num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed
+    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed_zero2 | deepspeed_zero3 (mig_lab/fabric.py)
     precision: str = "auto"  # auto: bf16-mixed on GPUs, 32-true on CPU (bf16 is 20-180x slower there)
+    allow_bf16_weights: bool = False  # let training stages run bf16-true (no fp32 master weights)
 
 
 @dataclass
@@ -345,8 +347,10 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' is {value!r}; expected one of {list(allowed)}")
-    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
-        raise ConfigError("config keys 'train.batch_size' and 'train.grad_accum' must be >= 1")
+    for key in ("train.batch_size", "train.micro_batch_size", "rl.batch_size", "rl.micro_batch_size"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
     if not 0.0 <= cfg.train.warmup_ratio < 1.0:
         raise ConfigError(f"config key 'train.warmup_ratio' must be in [0, 1), got {cfg.train.warmup_ratio}")
     if cfg.rl.num_generations < 2:
@@ -355,3 +359,46 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("config key 'model.min_pixels' must not exceed 'model.max_pixels'")
     if cfg.data.synth.min_images > cfg.data.synth.max_images:
         raise ConfigError("config key 'data.synth.min_images' must not exceed 'data.synth.max_images'")
+
+
+def split_batch(batch_size: int, micro_batch_size: Optional[int], world: int, key: str) -> tuple[int, int]:
+    """A global batch over `world` ranks -> (micro-batch per rank, accumulation steps).
+
+    `batch_size` is what a paper states (samples per optimizer step); the same experiment then means the
+    same thing on 1 CPU and on 16 GPUs: 128 = 16 ranks x 2 per forward x 4 accumulation steps."""
+    if batch_size % world:
+        raise ConfigError(f"config key '{key}.batch_size' ({batch_size}) must be divisible by the number of ranks "
+                          f"({world}): it is the global batch")
+    per_rank = batch_size // world
+    micro = min(micro_batch_size or per_rank, per_rank)
+    if per_rank % micro:
+        raise ConfigError(f"config key '{key}.micro_batch_size' ({micro_batch_size}) must divide the per-rank "
+                          f"batch {per_rank} ({key}.batch_size {batch_size} / {world} ranks)")
+    return micro, per_rank // micro
+
+
+_SUBMITIT = ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+_LAUNCHER_PLUGINS = {"slurm": _SUBMITIT, "local": _SUBMITIT, "submitit_slurm": _SUBMITIT, "submitit_local": _SUBMITIT,
+                     "ray": ("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher"),
+                     "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")}
+
+
+def check_launcher_plugin(argv: list[str]) -> None:
+    """`hydra/launcher=<name>` on the command line: its plugin must be installed (checked before Hydra,
+    which would only say it cannot find the config)."""
+    import importlib.util
+
+    for arg in argv:
+        if not arg.startswith("hydra/launcher="):
+            continue
+        name = arg.split("=", 1)[1]
+        if name not in _LAUNCHER_PLUGINS:
+            continue
+        module, package = _LAUNCHER_PLUGINS[name]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            extra = " (pip install -e '.[gpu]')" if package == _SUBMITIT[1] else ""
+            raise ConfigError(f"hydra/launcher={name} needs the {package} package{extra}")

@@ -9,6 +9,7 @@ work that the next run picks up (training stages resume from their checkpoints t
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import time
@@ -20,8 +21,9 @@ from typing import Any, Callable, Iterator, Optional
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from mig_lab.config import ConfigError, validate
-from mig_lab.fabric import resolve_precision
+from mig_lab.config import ConfigError, split_batch, validate
+from mig_lab.fabric import check_fabric, resolve_devices, resolve_precision
+from mig_lab.ranks import Ranks, barrier, send
 from mig_lab.records import atomic_write_json, read_json, run_record, stable_hash
 
 log = logging.getLogger("mig_lab")
@@ -36,6 +38,7 @@ class StageKind:
     cache: bool = True  # False: cheap stages (reports) that run every time, into the run folder
     fingerprint: Optional[Callable[[DictConfig], Any]] = None  # extra key input (external file identity)
     ignores: tuple[str, ...] = ()  # dotted keys under `reads` that change how, not what (+ EXECUTION_ONLY)
+    ranks: str = "zero"  # zero: rank 0 alone runs it | all: every rank runs it (loops on Fabric)
 
 
 _KINDS: dict[str, StageKind] = {}
@@ -44,12 +47,13 @@ EXECUTION_ONLY = ("data.synth.workers",)  # sample i depends only on (seed, spli
 
 
 def stage(name: str, reads: tuple[str, ...] | list[str], version: int = 1, cache: bool = True,
-          fingerprint: Optional[Callable[[DictConfig], Any]] = None, ignores: tuple[str, ...] = ()):
-    """Register a stage kind: `@stage("sft", reads=("seed", "model", "train"))`."""
+          fingerprint: Optional[Callable[[DictConfig], Any]] = None, ignores: tuple[str, ...] = (),
+          ranks: str = "zero"):
+    """Register a stage kind: `@stage("sft", reads=("seed", "model", "train"), ranks="all")`."""
 
     def register(fn: Callable[[StageContext], Optional[dict]]):
         _KINDS[name] = StageKind(name=name, fn=fn, reads=tuple(reads), version=version, cache=cache,
-                                 fingerprint=fingerprint, ignores=tuple(ignores))
+                                 fingerprint=fingerprint, ignores=tuple(ignores), ranks=ranks)
         return fn
 
     return register
@@ -116,7 +120,7 @@ def apply_debug_caps(cfg: DictConfig) -> None:
         return
     cfg.train.max_steps = min(cfg.train.max_steps, d.max_steps) if cfg.train.max_steps > 0 else d.max_steps
     cfg.train.batch_size = min(cfg.train.batch_size, d.batch_size)
-    cfg.train.grad_accum = 1
+    cfg.train.micro_batch_size = None
     cfg.train.warmup_steps = min(cfg.train.warmup_steps, 1)
     cfg.train.ckpt_every = min(cfg.train.ckpt_every, d.max_steps)
     cfg.data.synth.n_train = min(cfg.data.synth.n_train, d.n_train)
@@ -130,7 +134,7 @@ def apply_debug_caps(cfg: DictConfig) -> None:
     cfg.rl.num_generations = min(cfg.rl.num_generations, d.num_generations)
     cfg.rl.max_new_tokens = min(cfg.rl.max_new_tokens, d.max_new_tokens)
     cfg.rl.batch_size = min(cfg.rl.batch_size, d.batch_size)
-    cfg.rl.grad_accum = 1
+    cfg.rl.micro_batch_size = None
     cfg.rl.ckpt_every = min(cfg.rl.ckpt_every, d.rl_steps)
     cfg.rl.rejection_k = min(cfg.rl.rejection_k, d.rejection_k)
 
@@ -180,9 +184,20 @@ def plan(cfg: DictConfig) -> list[PlannedStage]:
                     f"stages.{name}.inputs.{role} names '{src}', which is not an earlier stage "
                     f"(stages run in the order they are listed; earlier: {list(planned)})"
                 )
-        planned[name] = PlannedStage(name=name, kind=kinds[spec.kind],
-                                     cfg=_stage_config(base, name, spec.overrides),
-                                     inputs=dict(spec.inputs))
+        stage_cfg = _stage_config(base, name, spec.overrides)
+        try:
+            check_fabric(stage_cfg.fabric, spec.kind, stage_cfg.train.mode, stage_cfg.model.dtype)
+            world = resolve_devices(stage_cfg.fabric.devices, stage_cfg.fabric.accelerator) * stage_cfg.fabric.num_nodes
+            if spec.kind == "sft":  # the global batch splits over the ranks (the loops do the same split)
+                split_batch(stage_cfg.train.batch_size, stage_cfg.train.micro_batch_size, world, "train")
+            if spec.kind == "grpo":
+                split_batch(stage_cfg.rl.batch_size, stage_cfg.rl.micro_batch_size, world, "rl")
+        except ConfigError as e:
+            raise ConfigError(f"stage '{name}': {e}") from e
+        if (stage_cfg.fabric.devices, stage_cfg.fabric.num_nodes) != (cfg.fabric.devices, cfg.fabric.num_nodes):
+            raise ConfigError(f"stages.{name}.overrides change fabric.devices/num_nodes; every stage of a job runs "
+                              f"on the job's ranks ({cfg.fabric.devices} x {cfg.fabric.num_nodes})")
+        planned[name] = PlannedStage(name=name, kind=kinds[spec.kind], cfg=stage_cfg, inputs=dict(spec.inputs))
     for p in planned.values():
         view = {k: _select(p.cfg, k) for k in p.kind.reads}
         for dotted in (*EXECUTION_ONLY, *p.kind.ignores):
@@ -211,8 +226,13 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_stages(cfg: DictConfig, run_dir: Path, only: Optional[list[str]] = None) -> dict[str, StageResult]:
-    """Run (or reuse) every stage of the experiment; returns the results by stage name."""
+def run_stages(cfg: DictConfig, run_dir: Path, only: Optional[list[str]] = None,
+               ranks: Optional[Ranks] = None) -> dict[str, StageResult]:
+    """Run (or reuse) every stage of the experiment; returns the results by stage name.
+
+    Called on rank 0 only: it checks the cache, takes the locks and writes `done.json`; a stage whose kind
+    runs on every rank is sent to the other ranks (`ranks`), and is done once all of them have finished."""
+    ranks = ranks or Ranks()
     cache_dir = Path(cfg.paths.cache_dir).resolve()
     run_dir = Path(run_dir).resolve()
     results: dict[str, StageResult] = {}
@@ -235,7 +255,14 @@ def run_stages(cfg: DictConfig, run_dir: Path, only: Optional[list[str]] = None)
             ctx = StageContext(name=p.name, kind=p.kind.name, key=p.key, cfg=p.cfg, inputs=inputs,
                                out_dir=out_dir, run_dir=run_dir, group=str(cfg.name))
             t0 = time.time()
+            everyone = p.kind.ranks == "all" and ranks.distributed
+            if everyone:  # the other ranks have no Hydra: they get the config with every interpolation resolved
+                wire = ctx.cfg.copy()
+                OmegaConf.resolve(wire)
+                send(ranks, ("stage", p.kind.name, dataclasses.replace(ctx, cfg=wire)))
             summary = p.kind.fn(ctx) or {}
+            if everyone:
+                barrier(ranks)
             seconds = time.time() - t0
             atomic_write_json(done_file, run_record(p.cfg, stage=p.name, kind=p.kind.name, key=p.key,
                                                     inputs={r: str(s.dir) for r, s in inputs.items()},

@@ -29,3 +29,11 @@ def freeze_modules(model: torch.nn.Module, freeze_vision: bool, freeze_projector
             is_projector = ".merger." in name
             if (freeze_vision and not is_projector) or (freeze_projector and is_projector):
                 p.requires_grad_(False)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder/vision block's activations in backward (the non-reentrant variant, which
+    needs no input gradients, so it works the same under LoRA with frozen embeddings)."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.config.use_cache = False

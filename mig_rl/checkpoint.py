@@ -13,7 +13,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from lightning.fabric import Fabric
+from lightning.fabric.strategies import DeepSpeedStrategy
 
+from mig_lab.ranks import gather_objects
 from mig_lab.records import atomic_write_json, atomic_write_text, replace_dir
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,10 @@ def save_checkpoint(fabric: Fabric, ckpt_root: Path, step: int, state: dict[str,
         tmp.mkdir(parents=True)
     fabric.barrier()
     flt = {"model": lambda k, v: k in only_params} if only_params is not None else None
-    fabric.save(tmp / "state.ckpt", {**state, "rng": rng_state()}, filter=flt)
+    if isinstance(fabric.strategy, DeepSpeedStrategy):
+        flt = None  # DeepSpeed writes its own engine checkpoint (no filter); the frozen base is saved too
+    # every rank's RNG states, in rank order: a run resumes with the same number of ranks
+    fabric.save(tmp / "state.ckpt", {**state, "rng": gather_objects(rng_state())}, filter=flt)
     if fabric.global_rank == 0:
         atomic_write_json(tmp / "run.json", {**record, "step": step})
         replace_dir(tmp, ckpt_root / name)
@@ -75,14 +80,18 @@ def save_checkpoint(fabric: Fabric, ckpt_root: Path, step: int, state: dict[str,
 
 def load_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any], only_params: Optional[set[str]] = None) -> None:
     """Restore `state` in place (model, optimizer, scheduler, counters) and the RNG states."""
-    if only_params is not None:
+    if only_params is not None and (Path(path) / "state.ckpt").is_file():
         saved = torch.load(Path(path) / "state.ckpt", map_location="cpu", weights_only=False)["model"]
         if set(saved) != only_params:
             raise RuntimeError(f"{path}: checkpoint holds {len(saved)} model entries, expected the "
                                f"{len(only_params)} trainable ones (was it written by another config?)")
     rest = fabric.load(Path(path) / "state.ckpt", state, strict=only_params is None, weights_only=False)
     if "rng" in rest:
-        set_rng_state(rest["rng"])
+        states = rest["rng"] if isinstance(rest["rng"], list) else [rest["rng"]]
+        if len(states) != fabric.world_size:
+            raise RuntimeError(f"{path}: written by a run with {len(states)} rank(s); resume it with as many "
+                               f"(fabric.devices x fabric.num_nodes), this run has {fabric.world_size}")
+        set_rng_state(states[fabric.global_rank])
     log.info("resumed from %s (step %s)", path, state.get("step"))
 
 

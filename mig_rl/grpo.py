@@ -3,8 +3,9 @@ loss with a KL penalty to a frozen reference. One readable loop; the maths is in
 
 - The reference is the model GRPO starts from (the merged SFT model). With a LoRA policy the reference
   is the same base with its adapters disabled (no second copy); `rl.kl_beta=0` drops it entirely.
-- Each step samples `rl.batch_size` prompts (x `rl.grad_accum`), G rollouts each, then makes `rl.mu`
-  policy updates on them (old log-probs from before the first update: with mu=1 the ratio is 1).
+- Each step samples `rl.batch_size` prompts over all ranks (each rank `rl.micro_batch_size` at a time,
+  accumulating), G rollouts each, then makes `rl.mu` policy updates on them (old log-probs from before
+  the first update: with mu=1 the ratio is 1). Logged rewards, KL and loss are over every rank's rollouts.
 - Checkpoints resume exactly (model/adapters, optimizer, scheduler, data position, RNG); rollout seeds
   derive from (seed, step, sample index).
 """
@@ -27,17 +28,18 @@ from mig_data.sampler import ResumableBatchSampler
 from mig_eval.evaluate import score_response
 from mig_eval.gallery import render
 from mig_lab import progress
-from mig_lab.fabric import run_loop
+from mig_lab.config import split_batch
+from mig_lab.fabric import run_loop, setup_frozen
 from mig_lab.loggers import WandbLogger, log_images, log_table
+from mig_lab.ranks import gather_objects, mean_over_ranks
 from mig_lab.records import run_record
-from mig_models.builders import build_model, count_parameters
-from mig_models.lora import apply_lora, freeze_modules
+from mig_models.builders import count_parameters
 from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_names
 from mig_rl.loss import group_advantages, grpo_loss
 from mig_rl.rewards import acc50_reward, score_rewards
 from mig_rl.rollout import Rollouts, generate_rollouts, reward_columns, sequence_logprobs
 from mig_rl.schedule import warmup_cosine
-from mig_rl.sft import export_model
+from mig_rl.sft import build_trainable, export_model
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +59,21 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         raise ValueError(f"{data_dir}/{rl.split}.json has no samples with an answer box to reward")
     convention = cfg.model.family
 
-    policy, processor = build_model(cfg.model, seed=cfg.seed, path=init_model)
-    freeze_modules(policy, cfg.train.freeze_vision, cfg.train.freeze_projector)  # "we only train the LLM"
+    micro, accum = split_batch(rl.batch_size, rl.micro_batch_size, fabric.world_size, "rl")
     lora = cfg.train.mode == "lora"
+    policy, processor = build_trainable(cfg, init_model, lora)  # vision frozen per config: "we only train the LLM"
     reference = None
     if rl.kl_beta != 0 and not lora:
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
-    if lora:
-        policy = apply_lora(policy, cfg.train.lora)
     fabric.print(f"GRPO ({cfg.train.mode} policy): {count_parameters(policy, True) / 1e6:.3f}M trainable; "
                  f"{len(samples)} prompts; G={rl.num_generations}; beta={rl.kl_beta}; {rl.steps} steps")
 
     only_params = trainable_names(policy) if lora else None
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=rl.lr, weight_decay=0.0)
-    policy, optimizer = fabric.setup(policy, optimizer)
+    policy = fabric.setup_module(policy)  # first: FSDP replaces the parameters the optimizer must hold
+    optimizer = fabric.setup_optimizers(
+        torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=rl.lr, weight_decay=0.0))
     if reference is not None:
-        reference = fabric.setup_module(reference)
+        reference = setup_frozen(fabric, reference)  # never wrapped in DDP; sharded under FSDP
     updates = rl.steps * rl.mu
     scheduler = warmup_cosine(optimizer, rl.warmup_steps, updates, min_lr_ratio=1.0)  # constant after warmup
     state = {"model": policy, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0}
@@ -80,7 +81,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     latest = latest_checkpoint(ckpt_root) if rl.resume == "auto" else None
     if latest is not None:
         load_checkpoint(fabric, latest, state, only_params=only_params)
-    sampler = ResumableBatchSampler(len(samples), rl.batch_size, seed=cfg.seed, num_replicas=fabric.world_size,
+    sampler = ResumableBatchSampler(len(samples), micro, seed=cfg.seed, num_replicas=fabric.world_size,
                                     rank=fabric.global_rank)
     record = run_record(cfg, stage="grpo")
     history: list[dict] = []
@@ -92,7 +93,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         t0 = time.perf_counter()
         policy.eval()
         buffer = []
-        for _ in range(rl.grad_accum):
+        for _ in range(accum):
             idx = sampler.batch(state["micro_batches"])
             state["micro_batches"] += 1
             r = generate_rollouts(policy.module if hasattr(policy, "module") else policy, processor,
@@ -132,7 +133,8 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         state["step"] += 1
         bar.update(1)
 
-        metrics = step_metrics(buffer, stats, gen_time, time.perf_counter() - t0, scheduler.get_last_lr()[0])
+        metrics = step_metrics(gather_objects(rollout_summary(buffer)), mean_over_ranks(dict(stats)), gen_time,
+                               time.perf_counter() - t0, scheduler.get_last_lr()[0])
         history.append({"step": state["step"], **metrics})
         if state["step"] % rl.log_every == 0 or state["step"] == rl.steps:
             fabric.log_dict(metrics, step=state["step"])
@@ -152,7 +154,8 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     if history:
         summary.update(first_reward=history[0]["reward/total"], final_reward=history[-1]["reward/total"])
     if state["step"] >= rl.steps:
-        export_model(fabric, policy, processor, out_dir, lora, record)
+        export_model(fabric, policy, processor, out_dir, lora, record,
+                     rebuild=lambda: build_trainable(cfg, init_model, lora)[0])
         summary["model_dir"] = str(out_dir / "model")
     return summary
 
@@ -167,26 +170,34 @@ def _reference_logprobs(policy, reference, r: Rollouts, rl: DictConfig, lora: bo
     return sequence_logprobs(reference, r, rl.temperature).detach()
 
 
-def step_metrics(buffer: list, stats: dict, gen_time: float, step_time: float, lr: float) -> dict[str, float]:
-    """Reward components, total reward, KL, clip fraction, completion length, per-task accuracy."""
-    totals = torch.cat([b[1] for b in buffer])
+def rollout_summary(buffer: list) -> dict:
+    """What the step metrics need from one rank's rollouts, as plain lists (gathered over ranks)."""
+    return {"totals": torch.cat([b[1] for b in buffer]).tolist(),
+            "parts": {name: torch.cat([b[2][name] for b in buffer]).tolist()
+                      for name in buffer[0][2] if not name.startswith("_")},
+            "lengths": torch.cat([b[0].completion_mask.sum(1).float() for b in buffer]).tolist(),
+            "acc50": [(s.task, c) for b in buffer for s, c in zip(b[0].samples, b[2]["_acc50"].tolist())]}
+
+
+def step_metrics(summaries: list[dict], stats: dict, gen_time: float, step_time: float, lr: float) -> dict[str, float]:
+    """Reward components, total reward, KL, clip fraction, completion length, per-task accuracy, over the
+    rollouts of every rank (`summaries`: one `rollout_summary` per rank)."""
+    totals = torch.tensor([v for s in summaries for v in s["totals"]])
     out = {"reward/total": totals.mean().item(), "reward/total_std": totals.std().item() if len(totals) > 1 else 0.0}
-    for name in buffer[0][2]:
-        if name.startswith("_"):
-            continue
-        comp = torch.cat([b[2][name] for b in buffer])
+    for name in summaries[0]["parts"]:
+        comp = torch.tensor([v for s in summaries for v in s["parts"][name]], dtype=torch.float)
         valid = comp[~comp.isnan()]
         if len(valid):
             out[f"reward/{name}"] = valid.mean().item()
     out.update({f"train/{k}": v for k, v in stats.items()})
     out["train/lr"] = lr
-    lengths = torch.cat([b[0].completion_mask.sum(1).float() for b in buffer])
-    out["completion/mean_length"] = lengths.mean().item()
+    out["completion/mean_length"] = sum(v for s in summaries for v in s["lengths"]) / sum(
+        len(s["lengths"]) for s in summaries)
     by_task = defaultdict(list)
-    for r, _, parts, *_ in buffer:
-        for s, correct in zip(r.samples, parts["_acc50"].tolist()):
-            by_task[s.task].append(correct)
-    out.update({f"acc50/{t}": sum(v) / len(v) for t, v in by_task.items()})
+    for s in summaries:
+        for task, correct in s["acc50"]:
+            by_task[task].append(correct)
+    out.update({f"acc50/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())})
     out["time/generate_s"] = gen_time
     out["time/step_s"] = step_time
     return out
@@ -196,8 +207,8 @@ def _log_samples(fabric: Fabric, r: Rollouts, total: torch.Tensor, step: int, co
                  n_images: int = 4) -> None:
     """W&B: a table of the rollouts, and the first `n_images` drawn with the ground-truth (green) and
     predicted (red) boxes, as the evaluation galleries draw them."""
-    if not any(isinstance(lg, WandbLogger) for lg in fabric.loggers):
-        return  # rendering is for W&B only
+    if fabric.global_rank != 0 or not any(isinstance(lg, WandbLogger) for lg in fabric.loggers):
+        return  # rendering is for W&B only, on rank 0
     rows = [[s.id, s.task, text, float(t)] for s, text, t in zip(r.samples, r.texts, total)]
     log_table(fabric.loggers, "rollouts/samples", ["id", "task", "completion", "reward"], rows, step=step)
     shown = range(min(n_images, len(r.samples)))

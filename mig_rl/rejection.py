@@ -4,7 +4,7 @@ GRPO no relative advantage to learn from."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -22,20 +22,29 @@ def partial_correct(correct: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def rejection_sample(model: Any, processor: Any, family: str, samples: list[Sample], k: int, temperature: float,
-                     top_p: float, max_new_tokens: int, seed: int, system_prompt: Optional[str] = None
-                     ) -> tuple[list[Sample], dict]:
-    """Returns the kept samples (each with `meta["rs_correct"]` = how many of K were right) and stats."""
+                     top_p: float, max_new_tokens: int, seed: int, system_prompt: Optional[str] = None,
+                     rank: int = 0, world: int = 1, gather: Optional[Callable[[Any], list]] = None
+                     ) -> Optional[tuple[list[Sample], dict]]:
+    """Returns the kept samples (each with `meta["rs_correct"]` = how many of K were right) and stats.
+
+    Sharded over `world` ranks (prompt i on rank i % world; its rollouts are seeded by i, so the result is
+    the one-process result); `gather` brings the counts to rank 0, the only rank that returns them."""
     model.eval()
-    kept, n_right_all = [], []
-    for i in progress(range(len(samples)), desc="rejection sampling"):
-        s = samples[i]
-        r = generate_rollouts(model, processor, family, [s], [i], k, max_new_tokens, temperature, top_p,
+    mine: dict[int, int] = {}
+    for i in progress(range(rank, len(samples), world), desc="rejection sampling", rank_zero=rank == 0):
+        r = generate_rollouts(model, processor, family, [samples[i]], [i], k, max_new_tokens, temperature, top_p,
                               seed, step=-1, system_prompt=system_prompt)
-        correct = torch.tensor(acc50_reward(r.texts, **reward_columns(r, family))).view(1, k)
-        n_right = int(correct.sum())
-        n_right_all.append(n_right)
-        if bool(partial_correct(correct)[0]):
-            s.meta = {**s.meta, "rs_correct": n_right, "rs_k": k}
+        mine[i] = int(torch.tensor(acc50_reward(r.texts, **reward_columns(r, family))).sum())
+    right: dict[int, int] = {}
+    for shard in (gather(mine) if world > 1 else [mine]):
+        right.update(shard)
+    if rank != 0:
+        return None
+    kept, n_right_all = [], [right[i] for i in range(len(samples))]
+    correct = torch.tensor([[1] * n + [0] * (k - n) for n in n_right_all]).view(len(samples), k)
+    for s, n, partial in zip(samples, n_right_all, partial_correct(correct).tolist()):
+        if partial:
+            s.meta = {**s.meta, "rs_correct": n, "rs_k": k}
             kept.append(s)
     n = len(samples)
     stats = {

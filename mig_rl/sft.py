@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from lightning.fabric import Fabric
@@ -22,21 +22,23 @@ from mig_data.collate import SFTCollator
 from mig_data.loading import load_split
 from mig_data.sampler import ResumableBatchSampler
 from mig_lab import progress
-from mig_lab.fabric import run_loop
+from mig_lab.config import split_batch
+from mig_lab.fabric import full_state_dict, is_sharded, run_loop
+from mig_lab.ranks import mean_over_ranks
 from mig_lab.records import atomic_write_json, replace_dir, run_record
 from mig_models.builders import build_model, count_parameters, save_model
-from mig_models.lora import apply_lora, freeze_modules, merge_lora
+from mig_models.lora import apply_lora, enable_gradient_checkpointing, freeze_modules, merge_lora
 from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_names
 from mig_rl.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
 
-def total_steps(train: DictConfig, n_samples: int, world_size: int) -> int:
+def total_steps(train: DictConfig, n_samples: int) -> int:
+    """Optimizer steps: `train.max_steps`, else `train.epochs` passes of the global batch over the data."""
     if train.max_steps > 0:
         return int(train.max_steps)
-    per_step = train.batch_size * train.grad_accum * world_size
-    return max(1, math.ceil(train.epochs * n_samples / per_step))
+    return max(1, math.ceil(train.epochs * n_samples / train.batch_size))
 
 
 def warmup_steps(train: DictConfig, max_steps: int) -> int:
@@ -57,21 +59,20 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     fabric.seed_everything(cfg.seed)
     train = cfg.train
     samples = load_split(data_dir, train.split, on_error=cfg.data.on_error)
-    max_steps = total_steps(train, len(samples), fabric.world_size)
-
-    model, processor = build_model(cfg.model, seed=cfg.seed, path=init_model)
-    freeze_modules(model, train.freeze_vision, train.freeze_projector)
+    max_steps = total_steps(train, len(samples))
+    micro, accum = split_batch(train.batch_size, train.micro_batch_size, fabric.world_size, "train")
     lora = train.mode == "lora"
-    if lora:
-        model = apply_lora(model, train.lora)
+    model, processor = build_trainable(cfg, init_model, lora)
     n_trainable = count_parameters(model, trainable_only=True)
     fabric.print(f"SFT ({train.mode}): {count_parameters(model) / 1e6:.2f}M params, "
-                 f"{n_trainable / 1e6:.3f}M trainable; {len(samples)} samples; {max_steps} steps")
+                 f"{n_trainable / 1e6:.3f}M trainable; {len(samples)} samples; {max_steps} steps of "
+                 f"{train.batch_size} = {fabric.world_size} rank(s) x {micro} x {accum} accumulation")
 
     only_params = trainable_names(model) if lora else None  # LoRA checkpoints hold the adapters only
+    model = fabric.setup_module(model)  # first: FSDP replaces the parameters the optimizer must hold
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=tuple(train.betas))
-    model, optimizer = fabric.setup(model, optimizer)
+    optimizer = fabric.setup_optimizers(
+        torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=tuple(train.betas)))
     scheduler = warmup_cosine(optimizer, warmup_steps(train, max_steps), max_steps, train.min_lr_ratio)
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0}
 
@@ -80,7 +81,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     if latest is not None:
         load_checkpoint(fabric, latest, state, only_params=only_params)
 
-    sampler = ResumableBatchSampler(len(samples), train.batch_size, seed=cfg.seed, start=state["micro_batches"],
+    sampler = ResumableBatchSampler(len(samples), micro, seed=cfg.seed, start=state["micro_batches"],
                                     num_replicas=fabric.world_size, rank=fabric.global_rank)
     collate = SFTCollator(processor, cfg.model.family, train.max_seq_len, cfg.model.system_prompt)
     # its own generator: creating the iterator must not draw from the global RNG (exact resume)
@@ -96,14 +97,13 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         if stop_at_step is not None and state["step"] >= stop_at_step:
             break  # simulate a kill (tests of exact resume)
         step_loss = 0.0
-        for micro in range(train.grad_accum):
+        for k in range(accum):
             batch = fabric.to_device(next(batches))  # the loader is not fabric-wrapped (exact resume)
             state["micro_batches"] += 1
-            is_accumulating = micro < train.grad_accum - 1
-            with fabric.no_backward_sync(model, enabled=is_accumulating):
+            with fabric.no_backward_sync(model, enabled=k < accum - 1):
                 loss = model(**batch).loss
-                fabric.backward(loss / train.grad_accum)
-            step_loss += loss.item() / train.grad_accum
+                fabric.backward(loss / accum)
+            step_loss += loss.item() / accum
             n_samples_win += batch["input_ids"].shape[0]
             n_tokens_win += int(batch["attention_mask"].sum())
         grad_norm = fabric.clip_gradients(model, optimizer, max_norm=train.grad_clip) if train.grad_clip > 0 else None
@@ -111,6 +111,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
+        step_loss = mean_over_ranks({"loss": step_loss})["loss"]  # the global batch's loss, not rank 0's
         losses.append(step_loss)
         bar.update(1)
 
@@ -134,17 +135,39 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     summary = {"steps": state["step"], "max_steps": max_steps, "mode": train.mode,
                "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
     if state["step"] >= max_steps:
-        export_model(fabric, model, processor, out_dir, lora, record)
+        export_model(fabric, model, processor, out_dir, lora, record,
+                     rebuild=lambda: build_trainable(cfg, init_model, lora)[0])
         summary["model_dir"] = str(out_dir / "model")
     return summary
 
 
-def export_model(fabric: Fabric, model, processor, out_dir: Path, lora: bool, record: dict) -> None:
-    """Write `model/` (LoRA merged into the base) and, for LoRA, `adapter/`; atomically."""
+def build_trainable(cfg: DictConfig, init_model: Optional[Path], lora: bool):
+    """The model as a training loop starts it: built or loaded, frozen parts frozen, LoRA applied."""
+    model, processor = build_model(cfg.model, seed=cfg.seed, path=init_model)
+    freeze_modules(model, cfg.train.freeze_vision, cfg.train.freeze_projector)
+    if lora:
+        model = apply_lora(model, cfg.train.lora)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, processor
+
+
+def export_model(fabric: Fabric, model, processor, out_dir: Path, lora: bool, record: dict,
+                 rebuild: Optional[Callable[[], torch.nn.Module]] = None) -> None:
+    """Write `model/` (LoRA merged into the base) and, for LoRA, `adapter/`; atomically, once.
+
+    A collective: every rank joins. Sharded parameters (FSDP, ZeRO-3) are gathered into a full state dict
+    that rank 0 loads into a fresh CPU copy (`rebuild`) and saves with `save_pretrained`."""
+    if is_sharded(fabric):
+        state = full_state_dict(fabric, model)
+        if fabric.global_rank == 0:
+            module = rebuild()
+            module.load_state_dict(state, strict=True)
+    else:
+        module = model.module if hasattr(model, "module") else model
     if fabric.global_rank != 0:
         fabric.barrier()
         return
-    module = model.module if hasattr(model, "module") else model
     if lora:
         tmp = out_dir / ".adapter.tmp"
         module.save_pretrained(tmp)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
+from mig_lab.ranks import gather_objects
 from mig_lab.stages import StageContext, model_dir, stage
 from mig_rl import sft
 
 log = logging.getLogger(__name__)
 
 
-@stage("sft", reads=("seed", "model", "data.on_error", "train", "fabric"))
+@stage("sft", reads=("seed", "model", "data.on_error", "train", "fabric"), ranks="all")
 def sft_stage(ctx: StageContext) -> dict:
     """Fine-tune on the `data` input's train split, from the `model` input (or `model` config)."""
     init = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
@@ -18,7 +20,9 @@ def sft_stage(ctx: StageContext) -> dict:
                      name=f"{ctx.name}-{ctx.key}")
 
 
-@stage("grpo", reads=("seed", "model", "data.on_error", "train.mode", "train.lora", "rl", "fabric"))
+@stage("grpo", reads=("seed", "model", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
+                      "train.freeze_vision", "train.freeze_projector",
+                      "rl", "fabric"), ranks="all")
 def grpo_stage(ctx: StageContext) -> dict:
     """GRPO from the `model` input (the merged SFT model) on the `data` input's `rl.split` prompts."""
     from mig_rl import grpo
@@ -29,9 +33,11 @@ def grpo_stage(ctx: StageContext) -> dict:
 
 
 @stage("rejection_sample", reads=("seed", "model", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
-                                  "rl.top_p", "rl.max_new_tokens", "fabric"))
-def rejection_sample_stage(ctx: StageContext) -> dict:
-    """Keep the `data` input's `rl.split` prompts that the `model` input answers partly right (K samples)."""
+                                  "rl.top_p", "rl.max_new_tokens", "fabric"), ranks="all",
+       ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
+def rejection_sample_stage(ctx: StageContext) -> Optional[dict]:
+    """Keep the `data` input's `rl.split` prompts that the `model` input answers partly right (K samples);
+    the prompts are sharded over the ranks and rank 0 writes the kept ones."""
     from mig_data.formats.mig_bench import write_mig_bench
     from mig_data.loading import load_split
     from mig_lab.fabric import make_fabric
@@ -44,10 +50,15 @@ def rejection_sample_stage(ctx: StageContext) -> dict:
                if s.answer is not None]
     path = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
     model, processor = build_model(cfg.model, seed=cfg.seed, path=path)
-    model = make_fabric(cfg).to_device(model)
-    kept, stats = rejection_sample(model, processor, cfg.model.family, samples, cfg.rl.rejection_k,
-                                   cfg.rl.temperature, cfg.rl.top_p, cfg.rl.max_new_tokens, cfg.seed,
-                                   cfg.model.system_prompt)
+    fabric = make_fabric(cfg)
+    model = fabric.to_device(model)
+    result = rejection_sample(model, processor, cfg.model.family, samples, cfg.rl.rejection_k,
+                              cfg.rl.temperature, cfg.rl.top_p, cfg.rl.max_new_tokens, cfg.seed,
+                              cfg.model.system_prompt, rank=fabric.global_rank, world=fabric.world_size,
+                              gather=gather_objects)
+    if result is None:  # not rank 0
+        return None
+    kept, stats = result
     if not kept:  # reported, not silent: GRPO then sees the unfiltered prompts
         log.warning("rejection sampling kept no prompt of %d (%d all right, %d all wrong); passing all prompts "
                     "on unfiltered (stats.json: fallback=keep_all)", stats["prompts"], stats["all_right"],
