@@ -8,7 +8,7 @@ PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow test-all lint format smoke bench clean reproduce-table9 mirg reproduce-mirg-tables migician reproduce-migician-tables
+.PHONY: help setup test test-slow test-all lint format smoke bench gpu-check clean reproduce-table9 mirg reproduce-mirg-tables migician reproduce-migician-tables
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ reproduce-migician-tables: ## migician Tables 1, 5, 6, 7, 9, 10 on the embedded 
 
 reproduce-table9: ## coldstart_rl Table 9 (ablations) end to end on the embedded default, beside the paper's
 	$(PY) run.py experiment=coldstart_table9
+
+gpu-check: ## On a GPU machine only: FSDP SFT + GRPO on a random 2B-size Qwen2-VL in bf16-mixed, exports reloaded
+	PY=$(PY) bash scripts/gpu_check.sh
 
 bench: ## Benchmarks (ratios against a baseline measured in the same run)
 	$(PY) -m benchmarks

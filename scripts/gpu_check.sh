@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make gpu-check`: what CPU tests cannot cover, on the GPUs of this machine (never in CI).
+# FSDP (FSDP2 fully_shard) SFT and GRPO on a random-initialised Qwen2-VL-2B-size model in bf16-mixed with
+# fp32 master weights, each export reloaded by from_pretrained; then DDP for comparison. Prints one
+# summary line per check and the GPU name; paste the output and the date into the README.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+OUT=${GPU_CHECK_OUT:-outputs/gpu_check}
+rm -rf "$OUT"; mkdir -p "$OUT"
+N=$($PY -c "import torch; print(torch.cuda.device_count())")
+[ "$N" -ge 1 ] || { echo "gpu-check: no CUDA device visible"; exit 2; }
+$PY -c "import torch; print('gpu-check', torch.cuda.get_device_name(0), 'x', torch.cuda.device_count(), '| torch', torch.__version__)"
+date -u +"date %Y-%m-%dT%H:%M:%SZ"
+COMMON=(logger=csv model=qwen2_vl_2b_random fabric=fsdp fabric.devices=$N "paths.cache_dir=$OUT/cache"
+        debug=tiny debug.max_steps=4 debug.n_train=$((8 * N)) debug.n_eval=4 debug.batch_size=$((2 * N))
+        debug.max_new_tokens=32)
+status=0
+check() {  # name, then run.py arguments
+  local name=$1; shift
+  local t0=$(date +%s)
+  if $PY run.py "$@" "hydra.run.dir=$OUT/$name" > "$OUT/$name.log" 2>&1; then
+    echo "ok   $name ($(( $(date +%s) - t0 )) s)"
+  else
+    echo "FAIL $name ($(( $(date +%s) - t0 )) s): tail of $OUT/$name.log"; tail -20 "$OUT/$name.log"; status=1
+  fi
+}
+check fsdp_sft experiment=smoke "${COMMON[@]}"
+check fsdp_grpo experiment=coldstart_rl_full "${COMMON[@]}" rl.kl_beta=0.04
+check ddp_sft experiment=smoke "${COMMON[@]}" fabric.strategy=ddp
+$PY - "$OUT" <<'PY' || status=1
+import json, sys, time
+from pathlib import Path
+import torch
+from transformers import Qwen2VLForConditionalGeneration
+out = Path(sys.argv[1])
+for run in ("fsdp_sft", "fsdp_grpo", "ddp_sft"):
+    stages = out / run / "stages.json"
+    if not stages.exists():
+        continue
+    for name, s in json.loads(stages.read_text()).items():
+        model = Path(s["dir"]) / "model"
+        if s["kind"] in ("sft", "grpo") and (model / "config.json").exists():
+            t0 = time.time()
+            m = Qwen2VLForConditionalGeneration.from_pretrained(model, dtype=torch.bfloat16)
+            n = sum(p.numel() for p in m.parameters())
+            print(f"ok   {run}/{name}: export reloaded by from_pretrained ({n / 1e9:.2f}B params, "
+                  f"{time.time() - t0:.0f} s); summary {json.dumps({k: v for k, v in s['summary'].items() if not isinstance(v, (list, dict))})}")
+PY
+exit $status
