@@ -43,7 +43,7 @@ class Ranks:
     rank: int = 0
     world: int = 1
     workers: list[subprocess.Popen] = field(default_factory=list)  # the ones this process started
-    env_added: list[str] = field(default_factory=list)  # variables to remove when the job ends
+    env_before: dict[str, Optional[str]] = field(default_factory=dict)  # variables to restore when the job ends
     threads: int = 0  # torch's thread count before the job (restored at the end)
 
     @property
@@ -63,8 +63,9 @@ def external_launch() -> Optional[dict[str, int]]:
     if env.get(WORKER_ENV) or ("TORCHELASTIC_RUN_ID" in env and "LOCAL_WORLD_SIZE" in env):
         world, local = int(env["WORLD_SIZE"]), int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
         return {"rank": int(env["RANK"]), "world": world, "devices": local, "nodes": max(1, world // local)}
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        world, nodes = int(env["SLURM_NTASKS"]), int(env.get("SLURM_NNODES", "1"))
+    # srun (or submitit, through srun) started the tasks of a step: one rank per task
+    if int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        world, nodes = int(env["SLURM_STEP_NUM_TASKS"]), int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES", "1")))
         return {"rank": int(env["SLURM_PROCID"]), "world": world, "devices": world // nodes, "nodes": nodes}
     return None
 
@@ -135,9 +136,10 @@ def start(devices: int, nodes: int) -> Ranks:
         env = {**os.environ, **common, "RANK": str(r), "LOCAL_RANK": str(r), WORKER_ENV: "1"}
         workers.append(subprocess.Popen([sys.executable, "-m", "mig_lab.ranks"], env=env))
     # rank 0 takes the same variables, so Fabric sees processes that were started for it
-    added = [k for k in (*common, "RANK", "LOCAL_RANK") if k not in os.environ]
-    os.environ.update({**common, "RANK": "0", "LOCAL_RANK": "0"})
-    ranks = Ranks(rank=0, world=world, workers=workers, env_added=added, threads=torch.get_num_threads())
+    mine = {**common, "RANK": "0", "LOCAL_RANK": "0"}
+    before = {k: os.environ.get(k) for k in mine}
+    os.environ.update(mine)
+    ranks = Ranks(rank=0, world=world, workers=workers, env_before=before, threads=torch.get_num_threads())
     try:
         _init_process_group(0, world)
     except BaseException:
@@ -185,8 +187,11 @@ def finish(ranks: Ranks, ok: bool = True) -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
     _CONTROL = None
-    for k in ranks.env_added:
-        os.environ.pop(k, None)
+    for k, v in ranks.env_before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     if ranks.threads:
         torch.set_num_threads(ranks.threads)
     if ok and failed:

@@ -69,3 +69,27 @@ def test_a_launcher_whose_plugin_is_missing_is_named(tmp_path):
     proc = run_py(fresh(tmp_path / "x"), *SMOKE, "hydra/launcher=ray", multirun=True, check=False)
     assert proc.returncode != 0
     assert "hydra/launcher=ray needs the hydra-ray-launcher package" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_two_tasks_started_as_srun_starts_them_run_one_job(tmp_path):
+    """The variables `srun --ntasks-per-node=2` gives its tasks (no SLURM needed to set them): each task runs
+    `python run.py`; the task with SLURM_PROCID=0 plans, the other serves it (no Hydra, no run folder)."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.distributed.helpers import RUN_PY, TIMEOUT, env
+
+    cwd = fresh(tmp_path / "slurm")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    slurm = {"SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1",
+             "SLURM_STEP_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "mig",
+             "SLURM_NODELIST": "localhost", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    procs = [subprocess.Popen([sys.executable, RUN_PY, "logger=csv", *SMOKE], cwd=cwd, text=True,
+                              env={**env(), **slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in (0, 1)]
+    outs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    _check_written_once(cwd, outs[0])
