@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from mig_lab.config import StageSpec
+from mig_lab.fabric import make_fabric
 from mig_lab.runner import run
 from mig_lab.stages import StageContext, StageResult, plan
+from mig_rl.checkpoint import latest_checkpoint, load_checkpoint
+from mig_rl.sft import build_trainable
 from tests.conftest import compose_cfg
 
 DDP = ["logger=csv", "fabric=cpu", "fabric.devices=2", "fabric.strategy=ddp"]
@@ -31,8 +34,18 @@ def _grpo_job(tmp: Path, *overrides: str):
 def test_grpo_full_with_kl_trains_under_ddp_like_one_process(tmp_path):
     """The frozen reference is not wrapped in DDP (it used to crash); rewards and KL are over both ranks'
     rollouts; the first step, whose rollouts are the same prompts with the same seeds, matches one process
-    accumulating the same two micro-batches."""
-    two = _grpo_job(tmp_path / "two", *DDP)["grpo"].summary
+    accumulating the same two micro-batches. The 2-rank checkpoint refuses to resume in one process."""
+    job = _grpo_job(tmp_path / "two", *DDP)
+    two = job["grpo"].summary
+    ckpt = latest_checkpoint(job["grpo"].dir / "checkpoints")
+    cfg = compose_cfg([*GRPO, "logger=csv", "fabric=cpu"], tmp_path / "resume")
+    model, _ = build_trainable(cfg, None, lora=False)
+    fabric = make_fabric(cfg)
+    model = fabric.setup_module(model)
+    state = {"model": model, "optimizer": fabric.setup_optimizers(torch.optim.AdamW(model.parameters())),
+             "scheduler": None, "step": 0, "micro_batches": 0}
+    with pytest.raises(RuntimeError, match="2 rank"):
+        load_checkpoint(fabric, ckpt, {k: v for k, v in state.items() if v is not None})
     one = _grpo_job(tmp_path / "one", "logger=csv", "fabric=cpu", "rl.micro_batch_size=2")["grpo"].summary
     assert two["reference"] == "frozen_copy" and two["steps"] == 3
     assert two["reward_curve"][0] == pytest.approx(one["reward_curve"][0], abs=1e-6)
