@@ -8,7 +8,7 @@ PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow test-all lint format smoke bench gpu-check clean reproduce-table9 mirg reproduce-mirg-tables migician reproduce-migician-tables
+.PHONY: help setup snapshot test test-slow test-all lint format smoke bench gpu-check clean reproduce-table9 mirg reproduce-mirg-tables migician reproduce-migician-tables
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -63,3 +63,6 @@ bench: ## Benchmarks (ratios against a baseline measured in the same run)
 
 clean: ## Remove outputs (stage cache included)
 	rm -rf outputs multirun wandb
+
+snapshot: ## Rewrite tests/snapshots/experiments.json (every experiment's plan) on purpose; review its diff
+	$(PY) -m tests.experiment_snapshot --write

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from mig_data.schema import DataError, Sample
-from mig_models.box_codec import ImageHW, codec_for, resized_hw
+from mig_lab.boxes import ImageHW, codec_for, resized_hw
 
 IGNORE_INDEX = -100
 

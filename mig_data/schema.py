@@ -93,3 +93,14 @@ def check_sample(s: Sample, where: str) -> Sample:
     if s.answer is None and s.response is None:
         raise DataError(f"{where}: a sample needs an 'answer' box or a 'response' text")
     return s
+
+
+def scene_objects(sample: Sample, image: int) -> list[dict]:
+    """Objects of a MIG-Synth sample's scene graph (`meta.scenes`) in image `image` (0-based)."""
+    scenes = sample.meta.get("scenes") or []
+    return list(scenes[image].get("objects", [])) if 0 <= image < len(scenes) else []
+
+
+def find_object(sample: Sample, image: int, oid: int) -> Optional[dict]:
+    """The scene-graph object with id `oid` in image `image`, if any."""
+    return next((o for o in scene_objects(sample, image) if o.get("oid") == oid), None)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mig_data.formats.common import LoadResult, format_skips
 from mig_data.loading import read_source, save_split
 from mig_data.schema import DataError
-from mig_lab.stages import StageContext, stage
+from mig_lab.stage_kind import StageContext, stage_kind
 
 log = logging.getLogger("mig_data")
 
@@ -31,7 +31,7 @@ def _file_split(ctx: StageContext, split: str) -> LoadResult | None:
                        default_task=d.default_task, refs_file=d.coco.refs_file, ref_split=ref_split)
 
 
-@stage("make_data", reads=("seed", "data"), version=3, fingerprint=lambda cfg: data_fingerprint(cfg.data))
+@stage_kind("make_data", reads=("seed", "data"), version=3, fingerprint=lambda cfg: data_fingerprint(cfg.data))
 def make_data(ctx: StageContext) -> dict:
     """Write each split into the stage folder: an Arrow copy (`arrow/<split>/`, what `load_split`
     reads) and, when small, `<split>.json` in the MIG-Bench format. Returns per split the sample

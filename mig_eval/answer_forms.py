@@ -42,7 +42,8 @@ from typing import Optional, Sequence
 
 from mig_data.schema import Sample
 from mig_eval import cot
-from mig_eval.boxes import (
+from mig_eval.cot import region_picture
+from mig_lab.boxes import (
     BBOX_2D,
     QWEN2_BOX,
     Box,
@@ -51,7 +52,6 @@ from mig_eval.boxes import (
     image_named_before,
     to_unit_box,
 )
-from mig_eval.cot import region_picture
 
 MULTI_TARGET_TASKS = ("common_object", "multi_view", "object_tracking", "region")
 _IMAGE_NTH = re.compile(r"(?:in )?the (\d+)(?:st|nd|rd|th) (?:image|frame)")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 
 from mig_data.schema import DataError, Sample
-from mig_eval.boxes import QWEN2_BOX
+from mig_lab.boxes import QWEN2_BOX
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
 

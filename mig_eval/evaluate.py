@@ -35,9 +35,9 @@ from mig_eval.answer_forms import (
     assign_boxes,
     plan_units,
 )
-from mig_eval.boxes import iou, parse_response
 from mig_eval.metrics import aggregate, difficulty_tier, picked_object
 from mig_lab import progress
+from mig_lab.boxes import iou, parse_response
 from mig_lab.config import ConfigError
 from mig_lab.records import atomic_write_text
 from mig_models.generation import generate

@@ -19,7 +19,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, Optional
 
 from mig_data.schema import REFERENTIAL_TASKS, SPONTANEOUS_TASKS
-from mig_eval.boxes import iou
+from mig_lab.boxes import iou
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 IN_DOMAIN_TASKS = ("diff", "common_object", "region", "refer_grounding")

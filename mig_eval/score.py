@@ -35,8 +35,8 @@ from mig_data.formats.mig_bench import read_mig_bench
 from mig_data.schema import DataError, Sample
 from mig_eval.evaluate import score_response
 from mig_eval.metrics import aggregate
+from mig_lab.boxes import resized_hw
 from mig_lab.records import atomic_write_json
-from mig_models.box_codec import resized_hw
 
 DEFAULT_MIN_PIXELS = 4 * 28 * 28  # 3,136
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28  # 12,845,056

@@ -21,11 +21,11 @@ from mig_lab.fabric import make_fabric
 from mig_lab.loggers import log_image, make_loggers
 from mig_lab.ranks import gather_objects
 from mig_lab.records import atomic_write_json, read_json, to_plain
-from mig_lab.stages import StageContext, model_dir, stage
+from mig_lab.stage_kind import StageContext, model_dir, stage_kind
 from mig_models.builders import build_model
 
 
-@stage("evaluate", reads=("seed", "model", "data.on_error", "eval", "fabric"), ranks="all",
+@stage_kind("evaluate", reads=("seed", "model", "data.on_error", "eval", "fabric"), ranks="all", needs=("data",),
        ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def evaluate_stage(ctx: StageContext) -> Optional[dict]:
     """Evaluate the `model` input (or the `model` config) on the `data` input's eval split, sharded over
@@ -59,7 +59,7 @@ def evaluate_stage(ctx: StageContext) -> Optional[dict]:
     return summarize(metrics)
 
 
-@stage("report", reads=("report",), cache=False)
+@stage_kind("report", reads=("report",), cache=False)
 def report_stage(ctx: StageContext) -> dict:
     """A table of the evaluate inputs (one row per input role), written as markdown and CSV.
 

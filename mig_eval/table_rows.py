@@ -19,7 +19,7 @@ from mig_data.loading import load_split
 from mig_eval.evaluate import aggregate, read_predictions, score_response, summarize
 from mig_lab.config import ConfigError
 from mig_lab.records import atomic_write_json, atomic_write_text
-from mig_lab.stages import StageContext, stage
+from mig_lab.stage_kind import StageContext, stage_kind
 
 RANDOM_GUESS = "<|box_start|>(0,0),(999,999)<|box_end|>"
 
@@ -32,7 +32,7 @@ def write_eval(out_dir: Path, preds: list[dict], info: dict) -> dict:
     return summarize(metrics)
 
 
-@stage("random_guess", reads=("data.on_error", "eval.split", "eval.tasks", "eval.max_samples"))
+@stage_kind("random_guess", reads=("data.on_error", "eval.split", "eval.tasks", "eval.max_samples"), needs=("data",))
 def random_guess_stage(ctx: StageContext) -> dict:
     """Score the constant answer (0,0),(999,999) on the `data` input's eval split."""
     e = ctx.cfg.eval
@@ -43,7 +43,7 @@ def random_guess_stage(ctx: StageContext) -> dict:
                                            "response": RANDOM_GUESS, "cot": "none", "split": e.split})
 
 
-@stage("combine_evals", reads=())
+@stage_kind("combine_evals", reads=())
 def combine_evals_stage(ctx: StageContext) -> dict:
     """Pool the predictions of the evaluate inputs (each on tasks of its own) into one evaluation."""
     preds, owner = [], {}

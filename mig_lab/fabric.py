@@ -30,7 +30,6 @@ from mig_lab.config import ConfigError
 
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
-TRAINING_KINDS = ("sft", "grpo")  # stage kinds that update weights
 
 
 def resolve_accelerator(accelerator: str) -> str:
@@ -55,9 +54,10 @@ def resolve_devices(devices: str, accelerator: str) -> int:
     raise ConfigError(f"config key 'fabric.devices' is {devices!r}; expected a number or 'auto'")
 
 
-def check_fabric(f: DictConfig, stage_kind: Optional[str] = None, train_mode: str = "full",
+def check_fabric(f: DictConfig, training_kind: Optional[str] = None, train_mode: str = "full",
                  model_dtype: str = "float32") -> None:
-    """What `fabric` settings a stage can run with (planning; any machine); one error naming the key."""
+    """What `fabric` settings a stage can run with (planning; any machine); one error naming the key.
+    `training_kind`: the name of a stage kind that updates weights (None for the others)."""
     if f.strategy not in STRATEGIES:
         hint = " (ranks are started by the runner: use ddp)" if "spawn" in str(f.strategy) else ""
         raise ConfigError(f"config key 'fabric.strategy' is {f.strategy!r}; expected one of {list(STRATEGIES)}{hint}")
@@ -67,12 +67,12 @@ def check_fabric(f: DictConfig, stage_kind: Optional[str] = None, train_mode: st
         raise ConfigError(f"config key 'fabric.accelerator' is {f.accelerator!r}; expected auto, cpu or cuda")
     if f.strategy == "fsdp" and f.precision == "16-mixed":
         raise ConfigError("fabric.precision=16-mixed is not supported with fabric.strategy=fsdp; use bf16-mixed")
-    if stage_kind not in TRAINING_KINDS or f.allow_bf16_weights:
+    if training_kind is None or f.allow_bf16_weights:
         return
     if resolve_precision(f.precision, f.accelerator) == "bf16-true" or (
             train_mode == "full" and model_dtype in ("bfloat16", "float16")):
         raise ConfigError(
-            f"a '{stage_kind}' stage ({train_mode} training) with fabric.precision={f.precision} and "
+            f"a '{training_kind}' stage ({train_mode} training) with fabric.precision={f.precision} and "
             f"model.dtype={model_dtype} keeps no fp32 master weights: AdamW updates below ~2^-9 of a weight round "
             f"away (at lr 5e-6, nearly all of them). Use model.dtype=float32 with fabric.precision=bf16-mixed, or "
             f"set fabric.allow_bf16_weights=true if you know the updates are large")

@@ -213,7 +213,7 @@ def _say_goodbye() -> None:
 def serve() -> None:
     """A rank > 0: run every stage rank 0 sends, until it says the job (or the process) is over."""
     from mig_lab import setup_env
-    from mig_lab.stages import stage_kinds
+    from mig_lab.registry import stage_kinds
 
     setup_env()
     launch = external_launch()

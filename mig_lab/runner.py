@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 from mig_lab import ranks as rank_control
 from mig_lab.config import ConfigError, validate
 from mig_lab.fabric import check_hardware, resolve_devices
+from mig_lab.graph import StageResult, plan, run_stages
 from mig_lab.records import atomic_write_json, run_record
-from mig_lab.stages import StageResult, plan, run_stages
 
 log = logging.getLogger("mig_lab")
 

@@ -1,6 +1,6 @@
 """Rule-based rewards: plain functions `reward(completions, **columns) -> list[float | None]`, chosen by
 name with weights in config (`rl.rewards: {iou: 1.0, format: 0.5}`). All of them score through
-`mig_eval.boxes`, the parser and IoU that evaluation uses, so training and evaluation never disagree.
+`mig_lab.boxes`, the parser and IoU that evaluation uses, so training and evaluation never disagree.
 
 Columns (one entry per completion): `answer` (ground-truth box, normalised), `answer_image` (0-based
 image of that box), `image_sizes` (per-image (h, w) the model saw), `convention` (box convention of the
@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from mig_data.cot.trajectory import trajectory_errors
-from mig_eval.boxes import answer_text, image_index, iou, is_think_answer, json_box_in_answer, parse_response
+from mig_lab.boxes import answer_text, image_index, iou, is_think_answer, json_box_in_answer, parse_response
 
 RewardFn = Callable[..., list[Optional[float]]]
 REWARDS: dict[str, RewardFn] = {}

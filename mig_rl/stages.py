@@ -6,13 +6,13 @@ import logging
 from typing import Optional
 
 from mig_lab.ranks import gather_objects
-from mig_lab.stages import StageContext, model_dir, stage
+from mig_lab.stage_kind import StageContext, model_dir, stage_kind
 from mig_rl import sft
 
 log = logging.getLogger(__name__)
 
 
-@stage("sft", reads=("seed", "model", "data.on_error", "train", "fabric"), ranks="all")
+@stage_kind("sft", reads=("seed", "model", "data.on_error", "train", "fabric"), ranks="all", needs=("data",), batch="train", trains=True)
 def sft_stage(ctx: StageContext) -> dict:
     """Fine-tune on the `data` input's train split, from the `model` input (or `model` config)."""
     init = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
@@ -20,9 +20,9 @@ def sft_stage(ctx: StageContext) -> dict:
                      name=f"{ctx.name}-{ctx.key}")
 
 
-@stage("grpo", reads=("seed", "model", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
+@stage_kind("grpo", reads=("seed", "model", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
                       "train.freeze_vision", "train.freeze_projector",
-                      "rl", "fabric"), ranks="all")
+                      "rl", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True)
 def grpo_stage(ctx: StageContext) -> dict:
     """GRPO from the `model` input (the merged SFT model) on the `data` input's `rl.split` prompts."""
     from mig_rl import grpo
@@ -32,8 +32,8 @@ def grpo_stage(ctx: StageContext) -> dict:
                       name=f"{ctx.name}-{ctx.key}")
 
 
-@stage("rejection_sample", reads=("seed", "model", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
-                                  "rl.top_p", "rl.max_new_tokens", "fabric"), ranks="all",
+@stage_kind("rejection_sample", reads=("seed", "model", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
+                                  "rl.top_p", "rl.max_new_tokens", "fabric"), ranks="all", needs=("data",),
        ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def rejection_sample_stage(ctx: StageContext) -> Optional[dict]:
     """Keep the `data` input's `rl.split` prompts that the `model` input answers partly right (K samples);
@@ -69,7 +69,7 @@ def rejection_sample_stage(ctx: StageContext) -> Optional[dict]:
     return stats
 
 
-@stage("merge", reads=("merge",))
+@stage_kind("merge", reads=("merge",))
 def merge_stage(ctx: StageContext) -> dict:
     """Average the model inputs (in input order), or task-arithmetic them onto the input named `base`."""
     from mig_models.merging import merge_folders

@@ -15,7 +15,7 @@ from mig_data.formats.mig_bench import read_mig_bench
 from mig_data.formats.sharegpt import read_sharegpt
 from mig_data.schema import DataError
 from mig_lab.config import ConfigError
-from mig_lab.stages import run_stages
+from mig_lab.graph import run_stages
 from mig_models.builders import build_processor
 from mig_models.tokenizer import build_tokenizer
 from tests.conftest import compose_cfg

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mig_models.box_codec import Qwen2VLBoxCodec, Qwen25VLBoxCodec, resized_hw
+from mig_lab.boxes import Qwen2VLBoxCodec, Qwen25VLBoxCodec, resized_hw
 
 unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 

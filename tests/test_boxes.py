@@ -1,4 +1,4 @@
-"""The one scorer (`mig_eval.boxes`): Migician's parsing cascade and IoU on tricky responses, the
+"""The one scorer (`mig_lab.boxes`): Migician's parsing cascade and IoU on tricky responses, the
 Qwen2.5-VL per-image pixel mapping, answer blocks and MIRG bbox ids."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mig_eval.boxes import find_raw_boxes, iou, parse_response
 from mig_eval.evaluate import migician_y_rescale
+from mig_lab.boxes import find_raw_boxes, iou, parse_response
 
 GT = [0.1, 0.2, 0.5, 0.6]
 

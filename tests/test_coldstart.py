@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from mig_lab.graph import plan
 from mig_lab.runner import run
-from mig_lab.stages import plan
 from tests.conftest import REPO, compose_cfg
 
 TABLE9_ROWS = ["base (tiny)", "w/o CS (tiny)", "CoT-SFT Full (tiny)", "CoT-SFT LoRA (tiny)", "w/o RS (tiny)",

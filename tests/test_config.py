@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from mig_lab.config import ConfigError, validate
-from mig_lab.stages import plan
+from mig_lab.graph import plan
 from tests.conftest import REPO, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))

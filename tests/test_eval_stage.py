@@ -76,7 +76,7 @@ def test_batching_does_not_change_predictions(tmp_path, model):
 @pytest.mark.parametrize("experiment", ["eval_migbench", "eval_answer_forms", "eval_cot"])
 def test_eval_experiments_plan_and_name_real_paper_rows(tmp_path, experiment):
     from mig_eval.tables import table_rows
-    from mig_lab.stages import plan
+    from mig_lab.graph import plan
 
     cfg = compose_cfg([f"experiment={experiment}", "debug=tiny", "logger=csv"], tmp_path)
     stages = {p.name: p for p in plan(cfg)}

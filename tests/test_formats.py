@@ -14,7 +14,7 @@ from mig_data.formats.coco import read_coco_instances, read_refcoco, write_coco
 from mig_data.formats.mig_bench import read_mig_bench, write_mig_bench
 from mig_data.formats.sharegpt import join_image_tags, read_sharegpt, split_image_tags, write_sharegpt
 from mig_data.loading import ARROW_DIR, load_split
-from mig_lab.stages import run_stages
+from mig_lab.graph import run_stages
 from mig_models.builders import build_processor
 from mig_models.tokenizer import build_tokenizer
 from tests.conftest import compose_cfg

@@ -28,7 +28,7 @@ from mig_data.schema import check_sample
 from mig_data.synth.free_form import LINKS, Group, GroupObject, TemplateTeacher, build_group, gen_free_form
 from mig_data.synth.generate import make_sample, sample_rng
 from mig_data.synth.tasks import TASK_GENERATORS
-from mig_eval.boxes import parse_response
+from mig_lab.boxes import parse_response
 from mig_lab.config import ModelConfig, SynthConfig
 from mig_models.builders import build_tiny, save_model
 from tests.conftest import compose_cfg

@@ -13,11 +13,11 @@ import torch
 
 from mig_data.loading import load_split
 from mig_data.mixtures import mixture_counts
-from mig_eval.boxes import iou
 from mig_eval.table_rows import combine_evals_stage, random_guess_stage
+from mig_lab.boxes import iou
 from mig_lab.config import ConfigError, validate
+from mig_lab.graph import StageContext, StageResult, plan
 from mig_lab.runner import run
-from mig_lab.stages import StageContext, StageResult, plan
 from mig_models.merging import load_folder_state
 from mig_rl.schedule import warmup_cosine_factor
 from mig_rl.sft import total_steps, warmup_steps

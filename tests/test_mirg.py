@@ -10,8 +10,8 @@ import pytest
 
 from mig_data.cot.trajectory import INSTRUCTIONS, trajectory_errors
 from mig_data.loading import load_split
+from mig_lab.graph import plan
 from mig_lab.runner import run
-from mig_lab.stages import plan
 from tests.conftest import compose_cfg
 
 Q25_STAGES = ("eval_base_q25", "sft_q25", "eval_sft_q25", "rl_q25", "eval_rl_q25")

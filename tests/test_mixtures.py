@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mig_data.loading import load_split
 from mig_data.mixtures import build_mixture, largest_remainder, mixture_counts
 from mig_lab.config import ConfigError
-from mig_lab.stages import run_stages
+from mig_lab.graph import run_stages
 from tests.conftest import compose_cfg
 from tests.data_files import write_sharegpt_dataset
 

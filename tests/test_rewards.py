@@ -1,4 +1,4 @@
-"""Reward functions: all built on mig_eval.boxes (the evaluation scorer)."""
+"""Reward functions: all built on mig_lab.boxes (the evaluation scorer)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mig_eval.boxes import iou
+from mig_lab.boxes import iou
 from mig_rl.rewards import REWARDS, score_rewards
 
 GT = [0.1, 0.2, 0.5, 0.6]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from mig_data.schema import DataError
 from mig_eval.score import main, read_pred_jsonl, score_file
-from mig_models.box_codec import resized_hw
+from mig_lab.boxes import resized_hw
 from tests.conftest import REPO
 
 

@@ -331,7 +331,7 @@ def test_single_grounding_target_position_does_not_hint_which_object_is_named():
 
 def test_many_queries_per_image_ask_unique_objects_in_turn_and_train_on_every_answer(tmp_path):
     from mig_data.collate import IGNORE_INDEX, SFTCollator
-    from mig_data.synth.items import qwen2_box
+    from mig_lab.boxes import qwen2_box
     from mig_models.builders import build_tiny
 
     cfg = synth_cfg(min_objects=3, max_objects=4, queries_per_image=3)

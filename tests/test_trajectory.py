@@ -27,7 +27,7 @@ from mig_data.cot.trajectory_teachers import (
 )
 from mig_data.loading import load_split
 from mig_data.schema import MIG_TASKS
-from mig_eval.boxes import BBOX_ID, answer_text, iou, parse_response
+from mig_lab.boxes import BBOX_ID, answer_text, iou, parse_response
 from mig_models.builders import build_tiny, save_model
 from mig_rl.rewards import REWARDS, score_rewards
 from tests.conftest import compose_cfg

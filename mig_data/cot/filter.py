@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from mig_data.schema import Sample
-from mig_eval.boxes import iou, parse_response
+from mig_lab.boxes import iou, parse_response
 
 
 def response_correct(sample: Sample, response: str, convention: str = "qwen2_vl", threshold: float = 0.5) -> bool:

@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 from mig_data.schema import Sample
 from mig_data.synth.free_form import QA, Group, GroupObject, build_group, free_form_item
-from mig_eval.boxes import image_index, image_named_before, iou
+from mig_lab.boxes import from_grid, grid_pair_text, image_index, image_named_before, iou, qwen2_box
 
 # migician.txt, "Multi-image Grounding Instruction Generation", Template 1 (the paper's wording).
 TEMPLATE_1 = (
@@ -63,16 +63,12 @@ REF_TAG = re.compile(r"<ref>(.*?)</ref>", re.DOTALL)
 MATCH_IOU = 0.5
 
 
-def box_1000(box) -> str:
-    return "({},{}),({},{})".format(*(int(round(min(max(v, 0.0), 1.0) * 1000)) for v in box))
-
-
 def teacher_prompt(group: Group) -> str:
     """Template 1, then per image its caption and its objects with boxes in (x1,y1),(x2,y2), 0-1000."""
     lines = [TEMPLATE_1]
     for k, (cap, objs) in enumerate(zip(group.captions, group.objects)):
         lines.append(f"Image-{k + 1}: {cap}")
-        lines += [f"  {o.name} {box_1000(o.box)}" for o in objs]
+        lines += [f"  {o.name} {grid_pair_text(o.box)}" for o in objs]
     return "\n".join(lines)
 
 
@@ -94,12 +90,12 @@ def ground_answer(question: str, answer: str, group: Group) -> tuple[Optional[QA
         image = 0
     if image is None or not 0 <= image < len(group.objects):
         return None, "no_image"
-    box = [int(v) / 1000 for v in m.groups()]
+    box = list(from_grid(m.groups()))
     scored = sorted(((iou(box, o.box), i) for i, o in enumerate(group.objects[image])), reverse=True)
     if not scored or scored[0][0] < MATCH_IOU:
         return None, "no_match"
     target: GroupObject = group.objects[image][scored[0][1]]
-    exact = f"<|box_start|>{box_1000(target.box)}<|box_end|>"
+    exact = qwen2_box(target.box)
     text = answer[:m.start()] + exact + answer[m.end():]
     def tags(s: str) -> str:
         return REF_TAG.sub(r"<|object_ref_start|>\1<|object_ref_end|>", s)

@@ -12,7 +12,7 @@ from mig_data.formats.mig_bench import write_mig_bench
 from mig_data.loading import load_split
 from mig_data.schema import Sample
 from mig_lab.records import atomic_write_json
-from mig_lab.stages import StageContext, stage
+from mig_lab.stage_kind import StageContext, stage_kind
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def with_cot_instruction(s: Sample, response: str | None = None) -> Sample:
     return dataclasses.replace(s, question=s.question + COT_INSTRUCTION, need_format=False, response=response)
 
 
-@stage("make_cot_data", reads=("seed", "cot", "data.on_error"), version=1)
+@stage_kind("make_cot_data", reads=("seed", "cot", "data.on_error"), version=1, needs=("data",))
 def make_cot_data(ctx: StageContext) -> dict:
     """From the `data` input write: `train.json` (teacher CoT answers that pass the consistency filter),
     `rl.json` (held-out train prompts for RL, CoT-instructed, no text) and `eval.json` (CoT-instructed)."""

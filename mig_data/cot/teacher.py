@@ -16,7 +16,8 @@ import json
 import random
 from typing import Any, Optional, Protocol
 
-from mig_data.schema import Sample
+from mig_data.schema import Sample, scene_objects
+from mig_lab.boxes import to_grid
 
 # coldstart_rl.txt 3.2: the fixed instruction appended to each question for CoT data.
 COT_INSTRUCTION = (" First output the thinking process in <think> </think> tags and then output the final "
@@ -29,8 +30,7 @@ class Teacher(Protocol):
 
 def json_box(box: list[float]) -> str:
     """A canonical (0-1000) JSON box; the Qwen2.5-VL codec rewrites it to pixels at collate time."""
-    x1, y1, x2, y2 = (int(round(min(max(v, 0.0), 1.0) * 1000)) for v in box)
-    return json.dumps({"bbox_2d": [x1, y1, x2, y2]})
+    return json.dumps({"bbox_2d": list(to_grid(box))})
 
 
 def where(box: list[float]) -> str:
@@ -39,11 +39,6 @@ def where(box: list[float]) -> str:
     col = "left" if cx < 0.36 else "right" if cx > 0.64 else ""
     row = "top" if cy < 0.36 else "bottom" if cy > 0.64 else ""
     return f"{row} {col}".strip() or "center"
-
-
-def scene_objects(sample: Sample, image: int) -> list[dict]:
-    scenes = sample.meta.get("scenes") or []
-    return list(scenes[image].get("objects", [])) if image < len(scenes) else []
 
 
 def target_name(sample: Sample) -> str:

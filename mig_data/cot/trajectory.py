@@ -13,7 +13,7 @@ Stage 3, reassembly (`reassemble`): ids `[N-M]` are assigned in order of first m
     later mentions `<bbox_id>[N-M]</bbox_id>` alone.
 
 The answer is the target's bare `<bbox_id>[N-M]</bbox_id>`: the box is NOT repeated. Scoring resolves
-the id to the box defined for it in the think part (`mig_eval.boxes.resolve_bbox_id`), so the object
+the id to the box defined for it in the think part (`mig_lab.boxes.resolve_bbox_id`), so the object
 reward, the image reward (N) and evaluation all read the same box, and the model is not trained to
 write the same box twice. Qwen2.5-VL targets get every box in pixels of its own image N (the box
 codec maps each box through the image named by the bbox_id before it).
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from mig_data.schema import Sample
-from mig_eval.boxes import (
+from mig_lab.boxes import (
     BBOX_2D,
     BBOX_ID,
     answer_text,
@@ -48,7 +48,9 @@ from mig_eval.boxes import (
     iou,
     is_think_answer,
     parse_response,
+    qwen2_box,
     resolve_bbox_id,
+    to_grid,
 )
 from mig_lab.config import ConfigError
 
@@ -108,16 +110,6 @@ def ref(name: str, image: int) -> str:
     return f"{REF_START}{name}{REF_END} in Image-{image}"
 
 
-def box_1000(box: Sequence[float]) -> tuple[int, int, int, int]:
-    x1, y1, x2, y2 = (int(round(min(max(float(v), 0.0), 1.0) * 1000)) for v in box)
-    return x1, y1, x2, y2
-
-
-def qwen2_box(box: Sequence[float]) -> str:
-    x1, y1, x2, y2 = box_1000(box)
-    return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
-
-
 # --------------------------------------------------------------------- stage 3: reassembly
 def assign_ids(refs: Sequence[ObjectRef]) -> list[tuple[int, int]]:
     """(N, M) per mention: M numbers the distinct objects (image, box on the 0-1000 grid) of image N
@@ -126,7 +118,7 @@ def assign_ids(refs: Sequence[ObjectRef]) -> list[tuple[int, int]]:
     per_image: Counter = Counter()
     out = []
     for r in refs:
-        key = (r.image, box_1000(r.box))
+        key = (r.image, to_grid(r.box))
         if key not in ids:
             per_image[r.image] += 1
             ids[key] = (r.image, per_image[r.image])

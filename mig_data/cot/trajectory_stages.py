@@ -13,7 +13,7 @@ from mig_data.cot.trajectory_teachers import make_trajectory_teacher
 from mig_data.loading import available_splits, load_split, save_split
 from mig_data.schema import DataError
 from mig_lab.records import atomic_write_json
-from mig_lab.stages import StageContext, stage
+from mig_lab.stage_kind import StageContext, stage_kind
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def _teacher_model(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
-@stage("make_trajectory_data", reads=("seed", "cot.teacher", "trajectory", "data.on_error"), version=1,
+@stage_kind("make_trajectory_data", reads=("seed", "cot.teacher", "trajectory", "data.on_error"), version=1, needs=("data",),
        fingerprint=_teacher_model)
 def make_trajectory_data(ctx: StageContext) -> dict:
     """From the `data` input's train split write, in `trajectory.form`:

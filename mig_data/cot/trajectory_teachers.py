@@ -18,23 +18,13 @@ import dataclasses
 import random
 from typing import Any, Optional, Sequence
 
-from mig_data.cot.trajectory import CotDraft, ObjectRef, mentions, qwen2_box, ref
-from mig_data.schema import Sample
-from mig_eval.boxes import parse_response
+from mig_data.cot.trajectory import CotDraft, ObjectRef, mentions, ref
+from mig_data.schema import Sample, find_object, scene_objects
+from mig_lab.boxes import parse_response, qwen2_box
 from mig_lab.config import ConfigError
 
 
 # --------------------------------------------------------------------- stage 1: oracle CoT
-def scene_objects(sample: Sample, image: int) -> list[dict]:
-    """Objects of the sample's scene graph in image `image` (0-based)."""
-    scenes = sample.meta.get("scenes") or []
-    return list(scenes[image].get("objects", [])) if 0 <= image < len(scenes) else []
-
-
-def find_object(sample: Sample, image: int, oid: int) -> Optional[dict]:
-    return next((o for o in scene_objects(sample, image) if o.get("oid") == oid), None)
-
-
 def obj_name(o: dict) -> str:
     return f"{o.get('color', '')} {o.get('shape', 'object')}".strip()
 

@@ -37,7 +37,7 @@ from mig_data.formats.common import (
 )
 from mig_data.formats.mig_bench import infer_answer_image
 from mig_data.schema import DataError, Sample, check_box, check_sample
-from mig_eval.boxes import QWEN2_BOX, parse_response
+from mig_lab.boxes import QWEN2_BOX, from_grid, parse_response, qwen2_box
 
 IMAGE_TAG = "<image>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -100,12 +100,12 @@ def check_turn_boxes(turns: list[dict], where: str) -> None:
     """Every canonical box in every turn must be in 0-1000 with ordered corners."""
     for k, t in enumerate(turns):
         for m in QWEN2_BOX.finditer(t["content"]):
-            check_box([int(v) / 1000 for v in m.groups()], f"{where} turn {k} box {m.group(0)!r} (0-1000 space)")
+            check_box(list(from_grid(m.groups())), f"{where} turn {k} box {m.group(0)!r} (0-1000 space)")
 
 
 def grounding_answer(text: str, task: str, question: str, n_images: int) -> tuple[Optional[list[float]], int]:
     """(first box of `text` normalised, 0-based image it belongs to), read by the scorer
-    (`mig_eval.boxes.parse_response`: inside the last `<answer>` block if there is one); the box is
+    (`mig_lab.boxes.parse_response`: inside the last `<answer>` block if there is one); the box is
     None when the turn has none (understanding data)."""
     parsed = parse_response(text, "qwen2_vl")
     image = parsed.image
@@ -177,8 +177,7 @@ def sample_conversation(s: Sample) -> list[dict[str, str]]:
     if s.response is not None:
         answer = s.response
     elif s.answer is not None:
-        x1, y1, x2, y2 = (int(round(v * 1000)) for v in s.answer)
-        answer = f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
+        answer = qwen2_box(s.answer)
     else:
         raise DataError(f"sample {s.id}: nothing to write as the gpt turn (no response, no answer)")
     return [{"from": "human", "value": f"{IMAGE_TAG}\n" * len(s.images) + s.question},

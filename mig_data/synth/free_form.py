@@ -31,8 +31,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
-from mig_data.synth.items import KINDS, SynthItem, n_images, n_objects, new_scene, qwen2_box, random_kind
+from mig_data.synth.items import KINDS, SynthItem, n_images, n_objects, new_scene, random_kind
 from mig_data.synth.scene import COLORS, SHAPES, Obj, Scene, place_box
+from mig_lab.boxes import qwen2_box
 
 GROUPINGS = ("random", "common", "similar")
 LINKS = ("same_color", "same_shape", "same_object", "size_contrast", "same_position", "odd_one_out")

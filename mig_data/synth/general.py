@@ -16,10 +16,10 @@ from mig_data.synth.items import (
     n_images,
     new_scene,
     place_kinds,
-    qwen2_box,
     random_kind,
 )
 from mig_data.synth.scene import COLORS, SHAPES, Obj, Scene, place_box, random_scene_background
+from mig_lab.boxes import qwen2_box
 
 SINGLE_QUESTIONS = ("count_color", "count_shape", "color_of", "exists")
 MULTI_QUESTIONS = ("count_color", "which_image", "color_of", "count_images")

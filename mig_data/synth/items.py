@@ -25,11 +25,6 @@ VARIABLE_IMAGE_TASKS = ("group_grounding", "common_object", "object_tracking", "
                         "understanding")
 
 
-def qwen2_box(box: list[float]) -> str:
-    x1, y1, x2, y2 = (int(round(min(max(v, 0.0), 1.0) * 1000)) for v in box)
-    return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
-
-
 @dataclass
 class SynthItem:
     scenes: list[Scene]

@@ -20,9 +20,10 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
 from mig_data.synth.generate import sample_rng
-from mig_data.synth.items import SynthItem, qwen2_box
+from mig_data.synth.items import SynthItem
 from mig_data.synth.scene import render
 from mig_data.synth.tasks import TASK_GENERATORS
+from mig_lab.boxes import qwen2_box
 from mig_lab.config import ConfigError, SynthConfig
 
 GAP, LABEL_H, LINE_H, PAD = 8, 16, 15, 10

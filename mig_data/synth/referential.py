@@ -21,11 +21,11 @@ from mig_data.synth.items import (
     new_scene,
     place_kinds,
     query_meta,
-    qwen2_box,
     random_kind,
     sample_view,
 )
 from mig_data.synth.scene import COLORS, SHAPES, Obj, Scene, crop_scene, pixel_window, place_box, view_scene
+from mig_lab.boxes import qwen2_box
 
 REFER_QUESTION = "Find and locate where does the object in image-1 locate in the image-2."
 REGION_QUESTION = ("You are given a source image followed by its several regions. "

@@ -95,14 +95,6 @@ def posed_obj(shape: str, color: str, frame: tuple[float, float, float, float], 
     return Obj(shape=shape, color=color, box=tight_box(shape, frame, angle), oid=oid, angle=angle, frame=list(frame))
 
 
-def box_iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _gap_ok(box: list[float], others: list[list[float]], gap: float) -> bool:
     for o in others:
         if not (box[2] + gap <= o[0] or o[2] + gap <= box[0] or box[3] + gap <= o[1] or o[3] + gap <= box[1]):

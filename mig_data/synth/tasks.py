@@ -18,7 +18,7 @@ from typing import Callable
 
 from mig_data.synth.free_form import gen_free_form
 from mig_data.synth.general import gen_single_grounding, gen_understanding
-from mig_data.synth.items import ORDINALS, SynthItem, fill_scene, qwen2_box
+from mig_data.synth.items import ORDINALS, SynthItem, fill_scene
 from mig_data.synth.referential import (
     gen_group_grounding,
     gen_multi_view,
@@ -28,6 +28,7 @@ from mig_data.synth.referential import (
 )
 from mig_data.synth.spontaneous import gen_common_object, gen_diff, gen_view_diff
 from mig_data.synth.visual_textual import gen_correspondence, gen_reasoning
+from mig_lab.boxes import qwen2_box
 
 __all__ = ["TASK_GENERATORS", "SynthItem", "ORDINALS", "fill_scene", "qwen2_box"]
 

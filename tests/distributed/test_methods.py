@@ -11,8 +11,8 @@ import torch
 
 from mig_lab.config import StageSpec
 from mig_lab.fabric import make_fabric
+from mig_lab.graph import StageContext, StageResult, plan
 from mig_lab.runner import run
-from mig_lab.stages import StageContext, StageResult, plan
 from mig_rl.checkpoint import latest_checkpoint, load_checkpoint
 from mig_rl.sft import build_trainable
 from tests.conftest import compose_cfg

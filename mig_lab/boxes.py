@@ -1,5 +1,6 @@
-"""The one scorer: box parsing and IoU. Evaluation metrics and RL rewards both call this module,
-so training and evaluation can never disagree.
+"""Box text, the one place boxes are read and written: parsing and IoU (the one scorer: evaluation
+metrics and RL rewards both call it, so training and evaluation can never disagree), the 0-1000 grid,
+absolute pixels of the resized image, and each model family's box codec.
 
 Default semantics are those of Migician's published MIG-Bench scorer (`eval/utils.py`):
   * the first box found in the response counts, trying box syntaxes in a fixed order
@@ -21,6 +22,14 @@ that id's definition in the think part (`resolve_bbox_id`). Checked against the 
 `extract_bbox` + `calculate_iou` (side by side on 192,275 random responses mixing every syntax,
 several boxes, floats, values over 1000 and garbage: 0 IoU differences); `tests/test_boxes.py` pins
 each rule on hand-made responses.
+
+Box codecs per model family: how a normalised box is written in a model's text, and read back.
+* Qwen2-VL: `<|box_start|>(x1,y1),(x2,y2)<|box_end|>`, integers in 0-1000 (relative to the image).
+* Qwen2.5-VL: absolute pixel coordinates of the image *as the model saw it after its resize*,
+  written as JSON `{"bbox_2d": [x1, y1, x2, y2]}`. Each image in a sample has its own resize, so a
+  box is mapped with the size of the image it belongs to, never via image 0.
+Stored data (MIG-Synth, MGrounding, trajectories) is canonical Qwen2-VL text; `transcode` rewrites
+it for the sample's family at collate time.
 """
 
 from __future__ import annotations
@@ -30,7 +39,10 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
+ImageHW = tuple[int, int]  # (height, width) after the processor's resize
 
 _INT = r"(\d+)"
 _FLT = r"(\d+\.\d+)"
@@ -55,6 +67,28 @@ IMAGE_REF = re.compile(r"\b(?:Image|image|Picture|picture)[\s-]?(\d+)\b")
 BBOX_ID_DEFINITION = re.compile(r"<bbox_id>\s*\[(\d+)-(\d+)\]\s*</bbox_id>\s*"
                                 r"(?:<\|object_ref_start\|>[^<]*<\|object_ref_end\|>\s*)?"
                                 r"(?:<\|box_start\|>[^<]*<\|box_end\|>|\{\s*\"bbox_2d\"\s*:\s*\[[^\]]*\]\s*\})")
+
+
+def to_grid(box: Sequence[float]) -> tuple[int, int, int, int]:
+    """A [0, 1] box -> Qwen2-VL's 0-1000 integer grid (clipped to the image, rounded)."""
+    x1, y1, x2, y2 = (int(round(min(max(float(v), 0.0), 1.0) * 1000)) for v in box)
+    return x1, y1, x2, y2
+
+
+def from_grid(values: Sequence) -> Box:
+    """0-1000 grid integers (as written, possibly strings) -> a [0, 1] box."""
+    x1, y1, x2, y2 = (int(v) / 1000 for v in values)
+    return x1, y1, x2, y2
+
+
+def grid_pair_text(box: Sequence[float]) -> str:
+    """`(x1,y1),(x2,y2)` on the 0-1000 grid: the inside of a Qwen2-VL box."""
+    return "({},{}),({},{})".format(*to_grid(box))
+
+
+def qwen2_box(box: Sequence[float]) -> str:
+    """A [0, 1] box as Qwen2-VL writes it: `<|box_start|>(x1,y1),(x2,y2)<|box_end|>` on the 0-1000 grid."""
+    return f"<|box_start|>{grid_pair_text(box)}<|box_end|>"
 
 
 def iou(a: Optional[Sequence[float]], b: Optional[Sequence[float]]) -> float:
@@ -247,3 +281,68 @@ def json_box_in_answer(text: str) -> bool:
         isinstance(it, dict) and isinstance(it.get("bbox_2d"), list) and len(it["bbox_2d"]) == 4
         and all(isinstance(v, (int, float)) for v in it["bbox_2d"]) for it in items
     )
+
+
+# --- box codecs per model family ---------------------------------------------------------------------
+
+
+def resized_hw(width: int, height: int, min_pixels: int, max_pixels: int,
+               patch_size: int = 14, merge_size: int = 2) -> ImageHW:
+    """The (height, width) the Qwen2-VL / Qwen2.5-VL image processor resizes an image to."""
+    h, w = smart_resize(height, width, factor=patch_size * merge_size, min_pixels=min_pixels, max_pixels=max_pixels)
+    return int(h), int(w)
+
+
+class Qwen2VLBoxCodec:
+    family = "qwen2_vl"
+
+    def encode(self, box: Box, image_hw: Optional[ImageHW] = None) -> str:
+        return qwen2_box(box)
+
+    def decode(self, text: str, image_hw: Optional[ImageHW] = None) -> Optional[Box]:
+        return parse_response(text, "qwen2_vl", use_answer_block=False).box
+
+    def transcode(self, text: str, image_hws: Sequence[ImageHW], default_image: int = 0) -> str:
+        return text
+
+
+class Qwen25VLBoxCodec:
+    family = "qwen2_5_vl"
+
+    def encode(self, box: Box, image_hw: Optional[ImageHW] = None) -> str:
+        if image_hw is None:
+            raise ValueError("Qwen2.5-VL boxes are absolute pixels: encode() needs the image's resized (h, w)")
+        h, w = image_hw
+        x1, x2 = (int(round(min(max(v, 0.0), 1.0) * w)) for v in (box[0], box[2]))
+        y1, y2 = (int(round(min(max(v, 0.0), 1.0) * h)) for v in (box[1], box[3]))
+        return f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}]}}'
+
+    def decode(self, text: str, image_hw: Optional[ImageHW] = None) -> Optional[Box]:
+        if image_hw is None:
+            raise ValueError("Qwen2.5-VL boxes are absolute pixels: decode() needs the image's resized (h, w)")
+        return parse_response(text, "qwen2_5_vl", image_sizes=[image_hw], default_image=0,
+                              use_answer_block=False).box
+
+    def transcode(self, text: str, image_hws: Sequence[ImageHW], default_image: int = 0) -> str:
+        """Rewrite every canonical Qwen2-VL box in `text` as this family's box, each with the size
+        of its own image: the image named most recently before it (`Image-N` or `<bbox_id>[N-M]`),
+        else `default_image`."""
+        out, last = [], 0
+        for m in QWEN2_BOX.finditer(text):
+            img = image_named_before(text, m.start())
+            img = img if img is not None and 0 <= img < len(image_hws) else default_image
+            out.append(text[last:m.start()])
+            out.append(self.encode(from_grid(m.groups()), image_hws[img]))
+            last = m.end()
+        out.append(text[last:])
+        return "".join(out)
+
+
+CODECS = {"qwen2_vl": Qwen2VLBoxCodec(), "qwen2_5_vl": Qwen25VLBoxCodec()}
+
+
+def codec_for(family: str):
+    try:
+        return CODECS[family]
+    except KeyError:
+        raise ValueError(f"no box codec for model family {family!r}; known: {sorted(CODECS)}") from None

@@ -1,4 +1,6 @@
-"""The stage graph: an experiment is a list of stages, each a function of its config and inputs.
+"""The stage graph: plan an experiment's stages (config, inputs, cache key each) and run them in order.
+
+An experiment is a list of stages, each a function of its config and inputs.
 
 Each stage writes one output folder in the cache, named `<kind>-<key>`, where the key hashes the
 config sections the stage kind reads plus the keys of its inputs. Rows of a table or points of a
@@ -14,9 +16,9 @@ import fcntl
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -25,83 +27,10 @@ from mig_lab.config import ConfigError, split_batch, validate
 from mig_lab.fabric import check_fabric, resolve_devices, resolve_precision
 from mig_lab.ranks import Ranks, barrier, send
 from mig_lab.records import atomic_write_json, read_json, run_record, stable_hash
+from mig_lab.registry import stage_kinds
+from mig_lab.stage_kind import EXECUTION_ONLY, StageContext, StageKind, StageResult  # noqa: F401 (re-exported)
 
 log = logging.getLogger("mig_lab")
-
-
-@dataclass(frozen=True)
-class StageKind:
-    name: str
-    fn: Callable[[StageContext], Optional[dict]]
-    reads: tuple[str, ...]  # dotted config keys that determine the output
-    version: int = 1  # bump when the code changes what the stage writes
-    cache: bool = True  # False: cheap stages (reports) that run every time, into the run folder
-    fingerprint: Optional[Callable[[DictConfig], Any]] = None  # extra key input (external file identity)
-    ignores: tuple[str, ...] = ()  # dotted keys under `reads` that change how, not what (+ EXECUTION_ONLY)
-    ranks: str = "zero"  # zero: rank 0 alone runs it | all: every rank runs it (loops on Fabric)
-
-
-_KINDS: dict[str, StageKind] = {}
-# Keys that change how a stage runs but never what it writes: left out of every cache key.
-EXECUTION_ONLY = ("data.synth.workers",)  # sample i depends only on (seed, split, task, i)
-
-
-def stage(name: str, reads: tuple[str, ...] | list[str], version: int = 1, cache: bool = True,
-          fingerprint: Optional[Callable[[DictConfig], Any]] = None, ignores: tuple[str, ...] = (),
-          ranks: str = "zero"):
-    """Register a stage kind: `@stage("sft", reads=("seed", "model", "train"), ranks="all")`."""
-
-    def register(fn: Callable[[StageContext], Optional[dict]]):
-        _KINDS[name] = StageKind(name=name, fn=fn, reads=tuple(reads), version=version, cache=cache,
-                                 fingerprint=fingerprint, ignores=tuple(ignores), ranks=ranks)
-        return fn
-
-    return register
-
-
-def stage_kinds() -> dict[str, StageKind]:
-    import mig_lab.stage_kinds  # noqa: F401  (registers every kind)
-
-    return dict(_KINDS)
-
-
-@dataclass
-class StageResult:
-    name: str
-    kind: str
-    key: str
-    dir: Path
-    summary: dict = field(default_factory=dict)
-    cached: bool = False
-    seconds: float = 0.0
-
-
-@dataclass
-class StageContext:
-    name: str
-    kind: str
-    key: str
-    cfg: DictConfig  # the run config with this stage's overrides and the debug caps applied
-    inputs: dict[str, StageResult]
-    out_dir: Path
-    run_dir: Path
-    group: str  # the experiment name: loggers group a run's stages under it
-
-    def input(self, role: str) -> StageResult:
-        if role not in self.inputs:
-            raise ConfigError(
-                f"stage '{self.name}' ({self.kind}) needs an input named '{role}'; "
-                f"its inputs are {sorted(self.inputs)}"
-            )
-        return self.inputs[role]
-
-
-def model_dir(result: StageResult) -> Path:
-    """Where a model-producing stage (sft, merge, grpo) leaves its loadable Hugging Face folder."""
-    path = Path(result.dir) / "model"
-    if not (path / "config.json").exists():
-        raise ConfigError(f"stage '{result.name}' ({result.kind}) has no model folder at {path}")
-    return path
 
 
 @dataclass
@@ -184,20 +113,27 @@ def plan(cfg: DictConfig) -> list[PlannedStage]:
                     f"stages.{name}.inputs.{role} names '{src}', which is not an earlier stage "
                     f"(stages run in the order they are listed; earlier: {list(planned)})"
                 )
+        kind = kinds[spec.kind]
+        missing = [role for role in kind.needs if role not in spec.inputs]
+        if missing:
+            raise ConfigError(f"stages.{name} ({spec.kind}) needs inputs {list(kind.needs)}; "
+                              f"missing: {missing} (set stages.{name}.inputs.{missing[0]}=<an earlier stage>)")
         stage_cfg = _stage_config(base, name, spec.overrides)
         try:
-            check_fabric(stage_cfg.fabric, spec.kind, stage_cfg.train.mode, stage_cfg.model.dtype)
+            check_fabric(stage_cfg.fabric, spec.kind if kind.trains else None, stage_cfg.train.mode,
+                         stage_cfg.model.dtype)
             world = resolve_devices(stage_cfg.fabric.devices, stage_cfg.fabric.accelerator) * stage_cfg.fabric.num_nodes
-            if spec.kind == "sft":  # the global batch splits over the ranks (the loops do the same split)
-                split_batch(stage_cfg.train.batch_size, stage_cfg.train.micro_batch_size, world, "train")
-            if spec.kind == "grpo":
-                split_batch(stage_cfg.rl.batch_size, stage_cfg.rl.micro_batch_size, world, "rl")
+            if kind.batch is not None:  # the global batch splits over the ranks (the loops do the same split)
+                section = stage_cfg[kind.batch]
+                split_batch(section.batch_size, section.micro_batch_size, world, kind.batch)
+            if kind.check is not None:
+                kind.check(stage_cfg)
         except ConfigError as e:
             raise ConfigError(f"stage '{name}': {e}") from e
         if (stage_cfg.fabric.devices, stage_cfg.fabric.num_nodes) != (cfg.fabric.devices, cfg.fabric.num_nodes):
             raise ConfigError(f"stages.{name}.overrides change fabric.devices/num_nodes; every stage of a job runs "
                               f"on the job's ranks ({cfg.fabric.devices} x {cfg.fabric.num_nodes})")
-        planned[name] = PlannedStage(name=name, kind=kinds[spec.kind], cfg=stage_cfg, inputs=dict(spec.inputs))
+        planned[name] = PlannedStage(name=name, kind=kind, cfg=stage_cfg, inputs=dict(spec.inputs))
     for p in planned.values():
         view = {k: _select(p.cfg, k) for k in p.kind.reads}
         for dotted in (*EXECUTION_ONLY, *p.kind.ignores):

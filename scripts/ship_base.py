@@ -1,6 +1,6 @@
 """Ship a finished `experiment=tiny_base` run as committed weights: `mig_models/assets/<name>/`.
 
-    python -m mig_models.ship_base outputs/runs/tiny_base/<time> --name tiny_base
+    python scripts/ship_base.py outputs/runs/tiny_base/<time> --name tiny_base
 
 copies the final sft stage's model folder (safetensors, config, tokenizer, processor) into the
 package and writes `recipe.json` beside it: the command that rebuilds the weights, every stage's
