@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -286,9 +286,22 @@ class DebugConfig:
 
 @dataclass
 class StageSpec:
-    kind: str = MISSING
+    """One stage, or (with `for_each`) a group of stages written once and repeated per row of a list:
+
+        per_beta:
+          for_each: {tag: [nokl, b1e-3], beta: [0.0, 1.0e-3]}   # zipped lists: one row per position
+          stages:
+            grpo_{tag}: {kind: grpo, inputs: {data: rs}, overrides: {rl: {kl_beta: "{beta}"}}}
+            eval_{tag}: {kind: evaluate, inputs: {data: data, model: "grpo_{tag}"}}
+
+    `{name}` in a stage name or a string value is replaced by the row's value; a value that is exactly
+    `"{name}"` takes the row's value with its type (a float stays a float)."""
+
+    kind: str = ""
     inputs: dict[str, str] = field(default_factory=dict)  # role -> name of an earlier stage
     overrides: dict[str, Any] = field(default_factory=dict)  # config subtree merged for this stage
+    for_each: dict[str, Any] = field(default_factory=dict)  # placeholder -> list of values (a stage group)
+    stages: dict[str, Any] = field(default_factory=dict)  # the group's stages (with for_each)
 
 
 @dataclass

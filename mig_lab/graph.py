@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from mig_lab.config import ConfigError, split_batch, validate
+from mig_lab.config import ConfigError, StageSpec, split_batch, validate
 from mig_lab.fabric import check_fabric, resolve_devices, resolve_precision
 from mig_lab.ranks import Ranks, barrier, send
 from mig_lab.records import atomic_write_json, read_json, run_record, stable_hash
@@ -87,6 +87,46 @@ def _stage_config(base: DictConfig, name: str, overrides: Any) -> DictConfig:
     return merged
 
 
+def _fill(value: Any, row: dict[str, Any]) -> Any:
+    """`value` with every `{name}` of the row filled in (an exact "{name}" keeps the row value's type)."""
+    if isinstance(value, dict):
+        return {_fill(k, row): _fill(v, row) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, row) for v in value]
+    if isinstance(value, str):
+        for name, item in row.items():
+            if value == "{" + name + "}":
+                return item
+            value = value.replace("{" + name + "}", str(item))
+    return value
+
+
+def expand_stages(stages: DictConfig) -> dict[str, Any]:
+    """The experiment's stages in run order, every `for_each` group written out once per row."""
+    out: dict[str, Any] = {}
+    for name, spec in stages.items():
+        if not spec.for_each:
+            if not spec.kind:
+                raise ConfigError(f"stages.{name} has no kind (and no for_each group)")
+            out[name] = spec
+            continue
+        if not spec.stages or spec.kind:
+            raise ConfigError(f"stages.{name}: a for_each group has `stages:` and no kind of its own")
+        lists = {k: list(v) for k, v in OmegaConf.to_container(spec.for_each, resolve=True).items()}
+        lengths = {len(v) for v in lists.values()}
+        if len(lengths) != 1:
+            raise ConfigError(f"stages.{name}.for_each: the lists must have one length (zipped), got "
+                              f"{ {k: len(v) for k, v in lists.items()} }")
+        group = OmegaConf.to_container(spec.stages, resolve=True)  # `${...}` reads the experiment's config
+        for i in range(lengths.pop()):
+            row = {k: v[i] for k, v in lists.items()}
+            for stage_name, body in _fill(group, row).items():
+                if stage_name in out:
+                    raise ConfigError(f"stages.{name}.for_each makes a second stage named '{stage_name}'")
+                out[stage_name] = OmegaConf.merge(OmegaConf.structured(StageSpec), body)
+    return out
+
+
 def _select(cfg: DictConfig, key: str) -> Any:
     value = OmegaConf.select(cfg, key, throw_on_missing=True)
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
@@ -104,7 +144,7 @@ def plan(cfg: DictConfig) -> list[PlannedStage]:
     with open_dict(base):
         base.stages = {}
     planned: dict[str, PlannedStage] = {}
-    for name, spec in cfg.stages.items():
+    for name, spec in expand_stages(cfg.stages).items():
         if spec.kind not in kinds:
             raise ConfigError(f"stages.{name}.kind is '{spec.kind}'; known kinds: {sorted(kinds)}")
         for role, src in spec.inputs.items():

@@ -108,3 +108,25 @@ def test_missing_model_path_explains_how_to_set_it():
 def test_run_py_is_only_an_entry_point():
     text = Path(REPO / "run.py").read_text()
     assert "@hydra.main" in text and len(text.splitlines()) < 40
+
+
+def test_a_for_each_group_writes_one_stage_set_per_row_with_typed_values(tmp_path):
+    cfg = compose_cfg(["experiment=coldstart_table10"], tmp_path)
+    names = [p.name for p in plan(cfg)]
+    assert names[4:8] == ["grpo_nokl", "eval_nokl", "grpo_b1e-1", "eval_b1e-1"]  # rows in order, group order kept
+    betas = {p.name: p.cfg.rl.kl_beta for p in plan(cfg) if p.kind.name == "grpo"}
+    assert betas["grpo_nokl"] == 0.0 and betas["grpo_b1e-3"] == 1e-3 and isinstance(betas["grpo_b1e-5"], float)
+
+
+def test_a_for_each_group_with_lists_of_different_lengths_names_the_group(tmp_path):
+    cfg = compose_cfg(["experiment=coldstart_table10"], tmp_path)
+    cfg.stages.per_beta.for_each.beta = [0.0]
+    with pytest.raises(ConfigError, match=r"stages\.per_beta\.for_each.*one length"):
+        plan(cfg)
+
+
+def test_a_stage_without_a_required_input_fails_at_planning(tmp_path):
+    cfg = compose_cfg(["experiment=smoke"], tmp_path)
+    cfg.stages.sft.inputs = {}
+    with pytest.raises(ConfigError, match=r"stages\.sft \(sft\) needs inputs \['data'\]"):
+        plan(cfg)

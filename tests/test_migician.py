@@ -35,7 +35,7 @@ def planned(experiment: str, *overrides: str) -> dict:
 
 # ------------------------------------------------------------------------------------ the scales
 def test_scale_7b_is_the_papers_recipe_and_tiny_keeps_its_shape():
-    big = planned("migician", "scale=7b")
+    big = planned("migician", "recipe=migician_7b")
     s1, s2 = big["stage1"].cfg, big["stage2"].cfg
     assert s1.model.name == "qwen2_vl_7b" and s1.fabric.strategy == "fsdp" and s1.model.dtype == "float32" and s1.fabric.precision == "bf16-mixed"
     assert (s1.train.lr, s2.train.lr) == (5e-6, 4e-6)
