@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from mig_data.formats.common import LoadResult, format_skips
 from mig_data.loading import read_source, save_split
 from mig_data.schema import DataError
+from mig_lab.config import ConfigError
 from mig_lab.stage_kind import StageContext, stage_kind
 
 log = logging.getLogger("mig_data")
@@ -31,7 +32,28 @@ def _file_split(ctx: StageContext, split: str) -> LoadResult | None:
                        default_task=d.default_task, refs_file=d.coco.refs_file, ref_split=ref_split)
 
 
-@stage_kind("make_data", reads=("seed", "data"), version=3, fingerprint=lambda cfg: data_fingerprint(cfg.data))
+def check_data_files(cfg: DictConfig, inputs: dict[str, str]) -> None:
+    """Planning: a published-format source names its files, and every file the data config names exists."""
+    d = cfg.data
+    if d.source not in ("synth", "mixture") and not (d.train_file or d.eval_file):
+        raise ConfigError(f"data.source={d.source} needs data.eval_file and/or data.train_file (local paths)")
+    for name, path in _data_files(d).items():
+        if path and not Path(path).is_file():
+            key = name.replace("mixture.", "mixture.sources.", 1)
+            raise ConfigError(f"config key 'data.{key}' is {path!r}, which is not a file")
+
+
+def _data_files(data: DictConfig) -> dict:
+    """Every external file the data config names (`mixture.<source>.<key>` for a mixture's sources)."""
+    files = {"train_file": data.train_file, "eval_file": data.eval_file, "coco.refs_file": data.coco.refs_file}
+    for name, src in data.mixture.sources.items():
+        for key in ("file", "eval_file", "refs_file"):
+            files[f"mixture.{name}.{key}"] = src[key]
+    return files
+
+
+@stage_kind("make_data", reads=("seed", "data"), version=3, fingerprint=lambda cfg: data_fingerprint(cfg.data),
+            checks=(check_data_files,))
 def make_data(ctx: StageContext) -> dict:
     """Write each split into the stage folder: an Arrow copy (`arrow/<split>/`, what `load_split`
     reads) and, when small, `<split>.json` in the MIG-Bench format. Returns per split the sample
@@ -80,11 +102,7 @@ def make_data(ctx: StageContext) -> dict:
 
 def data_fingerprint(data: DictConfig) -> dict:
     """Identity of every external file the data config names, so the stage key changes with them."""
-    files = {"train_file": data.train_file, "eval_file": data.eval_file, "coco.refs_file": data.coco.refs_file}
-    for name, src in data.mixture.sources.items():
-        for key in ("file", "eval_file", "refs_file"):
-            files[f"mixture.{name}.{key}"] = src[key]
-    return {k: file_fingerprint(v) for k, v in files.items() if v}
+    return {k: file_fingerprint(v) for k, v in _data_files(data).items() if v}
 
 
 def file_fingerprint(path: str | None, sample_bytes: int = 1 << 20) -> dict | None:

@@ -22,10 +22,11 @@ from mig_lab.loggers import log_image, make_loggers
 from mig_lab.ranks import gather_objects
 from mig_lab.records import atomic_write_json, read_json, to_plain
 from mig_lab.stage_kind import StageContext, model_dir, stage_kind
-from mig_models.builders import build_model
+from mig_models.builders import build_model, check_model_source
 
 
 @stage_kind("evaluate", reads=("seed", "model", "data.on_error", "eval", "fabric"), ranks="all", needs=("data",),
+            checks=(check_model_source, lambda cfg, inputs: check_eval_config(cfg.eval)),
        ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def evaluate_stage(ctx: StageContext) -> Optional[dict]:
     """Evaluate the `model` input (or the `model` config) on the `data` input's eval split, sharded over

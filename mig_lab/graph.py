@@ -166,8 +166,8 @@ def plan(cfg: DictConfig) -> list[PlannedStage]:
             if kind.batch is not None:  # the global batch splits over the ranks (the loops do the same split)
                 section = stage_cfg[kind.batch]
                 split_batch(section.batch_size, section.micro_batch_size, world, kind.batch)
-            if kind.check is not None:
-                kind.check(stage_cfg)
+            for check in kind.checks:
+                check(stage_cfg, dict(spec.inputs))
         except ConfigError as e:
             raise ConfigError(f"stage '{name}': {e}") from e
         if (stage_cfg.fabric.devices, stage_cfg.fabric.num_nodes) != (cfg.fabric.devices, cfg.fabric.num_nodes):

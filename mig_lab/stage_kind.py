@@ -32,9 +32,8 @@ class StageKind:
     needs: tuple[str, ...] = ()  # input roles every stage of this kind must have (checked at planning)
     batch: Optional[str] = None  # config section whose global batch splits over the ranks ("train" | "rl")
     trains: bool = False  # updates weights (fp32 master weights are checked at planning)
-    check: Optional[Callable[[DictConfig], None]] = (
-        None  # plan-time check of the stage's config (ConfigError)
-    )
+    # plan-time checks of the stage's config, given its input roles (each raises ConfigError naming the key)
+    checks: tuple[Callable[[DictConfig, dict[str, str]], None], ...] = ()
 
     def __call__(self, ctx: StageContext) -> Optional[dict]:
         return self.fn(ctx)

@@ -132,12 +132,7 @@ def resolve_model_path(path: str | Path) -> Path:
 def load_pretrained(path: str | Path, cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Real (or saved tiny) weights from a local Hugging Face folder; never a hub download."""
     path = resolve_model_path(path)
-    if not (path / "config.json").exists():
-        raise ConfigError(
-            f"model.path={str(path)!r} is not a local Hugging Face model folder (no config.json there). "
-            f"Download the weights on a machine with hub access and set model.path=/abs/path/to/{cfg.name}, "
-            f"e.g. python run.py experiment=<name> model={cfg.name} model.path=/data/Qwen2-VL-7B-Instruct"
-        )
+    _check_folder(path, cfg)
     processor = AutoProcessor.from_pretrained(path, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
     processor.tokenizer.padding_side = "left"
     model = MODEL_CLASSES[cfg.family].from_pretrained(path, dtype=_DTYPES[cfg.dtype],
@@ -146,19 +141,40 @@ def load_pretrained(path: str | Path, cfg: DictConfig) -> tuple[PreTrainedModel,
     return model, processor
 
 
+def _check_folder(path: Path, cfg: DictConfig) -> None:
+    if not (path / "config.json").exists():
+        raise ConfigError(
+            f"model.path={str(path)!r} is not a local Hugging Face model folder (no config.json there). "
+            f"Download the weights on a machine with hub access and set model.path=/abs/path/to/{cfg.name}, "
+            f"e.g. python run.py experiment=<name> model={cfg.name} model.path=/data/Qwen2-VL-7B-Instruct"
+        )
+
+
 def build_model(model_cfg: DictConfig, seed: int, path: str | Path | None = None
                 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """`path` (a stage's saved model) wins over `model.path`; neither means the tiny model."""
     source = path or model_cfg.path
     if source:
         return load_pretrained(source, model_cfg)
-    if model_cfg.pretrained:
+    _check_model_config_source(model_cfg)
+    return build_tiny(model_cfg, seed)
+
+
+def _check_model_config_source(model_cfg: DictConfig) -> None:
+    if model_cfg.path:
+        _check_folder(resolve_model_path(model_cfg.path), model_cfg)
+    elif model_cfg.pretrained:
         raise ConfigError(
             f"model={model_cfg.name} loads real weights from a local folder, and model.path is not set. "
             f"Download them on a machine with hub access, then run with model.path=/abs/path/to/the/folder "
             f"(the folder holding config.json and *.safetensors)"
         )
-    return build_tiny(model_cfg, seed)
+
+
+def check_model_source(cfg: DictConfig, inputs: dict[str, str]) -> None:
+    """Planning: a stage without a `model` input loads `model.path` (or builds the tiny model): it must exist."""
+    if "model" not in inputs:
+        _check_model_config_source(cfg.model)
 
 
 def _set_generation_ids(model: PreTrainedModel, tokenizer: Any) -> None:

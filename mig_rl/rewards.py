@@ -9,12 +9,13 @@ model family). None means "not applicable to this sample" and is left out of the
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 from mig_data.cot.trajectory import trajectory_errors
 from mig_lab.boxes import answer_text, image_index, iou, is_think_answer, json_box_in_answer, parse_response
+from mig_lab.config import ConfigError
 
 RewardFn = Callable[..., list[Optional[float]]]
 REWARDS: dict[str, RewardFn] = {}
@@ -79,6 +80,17 @@ def mirg_format_reward(completions: Sequence[str], image_sizes: Sequence, **_) -
     corners; and an answer that resolves to a box (its bbox_id's, or one it writes). Unlike `format`,
     no JSON box is demanded: a bare bbox_id answer is the MIRG form."""
     return [float(not trajectory_errors(c, len(sizes), sizes)) for c, sizes in zip(completions, image_sizes)]
+
+
+def check_rewards(cfg: Any, inputs: dict[str, str]) -> None:
+    """Planning: every name in `rl.rewards` is a registered reward with a numeric weight."""
+    weights = dict(cfg.rl.rewards)
+    unknown = sorted(set(weights) - set(REWARDS))
+    if unknown:
+        raise ConfigError(f"config key 'rl.rewards' names unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
+    bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+    if bad:
+        raise ConfigError(f"config key 'rl.rewards' needs a number as each reward's weight; got {bad}")
 
 
 def score_rewards(completions: Sequence[str], weights: dict[str, float], **columns

@@ -7,12 +7,15 @@ from typing import Optional
 
 from mig_lab.ranks import gather_objects
 from mig_lab.stage_kind import StageContext, model_dir, stage_kind
+from mig_models.builders import check_model_source
 from mig_rl import sft
+from mig_rl.rewards import check_rewards
 
 log = logging.getLogger(__name__)
 
 
-@stage_kind("sft", reads=("seed", "model", "data.on_error", "train", "fabric"), ranks="all", needs=("data",), batch="train", trains=True)
+@stage_kind("sft", reads=("seed", "model", "data.on_error", "train", "fabric"), ranks="all", needs=("data",),
+            batch="train", trains=True, checks=(check_model_source,))
 def sft_stage(ctx: StageContext) -> dict:
     """Fine-tune on the `data` input's train split, from the `model` input (or `model` config)."""
     init = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
@@ -22,7 +25,8 @@ def sft_stage(ctx: StageContext) -> dict:
 
 @stage_kind("grpo", reads=("seed", "model", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
                       "train.freeze_vision", "train.freeze_projector",
-                      "rl", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True)
+                      "rl", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True,
+            checks=(check_model_source, check_rewards))
 def grpo_stage(ctx: StageContext) -> dict:
     """GRPO from the `model` input (the merged SFT model) on the `data` input's `rl.split` prompts."""
     from mig_rl import grpo
@@ -34,7 +38,8 @@ def grpo_stage(ctx: StageContext) -> dict:
 
 @stage_kind("rejection_sample", reads=("seed", "model", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
                                   "rl.top_p", "rl.max_new_tokens", "fabric"), ranks="all", needs=("data",),
-       ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
+            checks=(check_model_source,),
+            ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def rejection_sample_stage(ctx: StageContext) -> Optional[dict]:
     """Keep the `data` input's `rl.split` prompts that the `model` input answers partly right (K samples);
     the prompts are sharded over the ranks and rank 0 writes the kept ones."""

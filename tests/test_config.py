@@ -130,3 +130,25 @@ def test_a_stage_without_a_required_input_fails_at_planning(tmp_path):
     cfg.stages.sft.inputs = {}
     with pytest.raises(ConfigError, match=r"stages\.sft \(sft\) needs inputs \['data'\]"):
         plan(cfg)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+rl.rewards.nope=1.0"], r"stage 'grpo_full'.*'rl\.rewards' names unknown reward\(s\) \['nope'\]; known: \["),
+    (["cot.teacher.kind=oracel"], r"stage 'cot_data'.*'cot\.teacher\.kind' is 'oracel'; expected one of"),
+    (["cot.teacher.kind=model"], r"stage 'cot_data'.*needs cot\.teacher\.model_path"),
+    (["cot.teacher.kind=model", "cot.teacher.model_path=/nonexistent/teacher"],
+     r"'cot\.teacher\.model_path' is '/nonexistent/teacher': not a local Hugging Face model folder"),
+    (["model.path=/nonexistent/Qwen2-VL-7B"], r"stage 'sft_lora'.*not a local Hugging Face model folder"),
+])
+def test_names_and_paths_fail_when_the_experiment_is_planned(overrides, message, tmp_path):
+    """Every name and path the stages will use is checked before any stage runs, naming the key."""
+    cfg = compose_cfg(["experiment=coldstart_rl_full", *overrides], tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        plan(cfg)
+
+
+def test_a_missing_data_file_fails_at_planning_naming_the_key(tmp_path):
+    cfg = compose_cfg(["experiment=eval_migbench", "data=mig_bench", "data.eval_file=/nonexistent/bench.json"],
+                      tmp_path)
+    with pytest.raises(ConfigError, match=r"'data\.eval_file' is '/nonexistent/bench\.json', which is not a file"):
+        plan(cfg)

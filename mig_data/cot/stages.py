@@ -7,7 +7,7 @@ import logging
 import random
 
 from mig_data.cot.filter import consistency_filter
-from mig_data.cot.teacher import COT_INSTRUCTION, make_teacher
+from mig_data.cot.teacher import COT_INSTRUCTION, check_teacher, make_teacher
 from mig_data.formats.mig_bench import write_mig_bench
 from mig_data.loading import load_split
 from mig_data.schema import Sample
@@ -22,7 +22,7 @@ def with_cot_instruction(s: Sample, response: str | None = None) -> Sample:
     return dataclasses.replace(s, question=s.question + COT_INSTRUCTION, need_format=False, response=response)
 
 
-@stage_kind("make_cot_data", reads=("seed", "cot", "data.on_error"), version=1, needs=("data",))
+@stage_kind("make_cot_data", reads=("seed", "cot", "data.on_error"), version=1, needs=("data",), checks=(check_teacher,))
 def make_cot_data(ctx: StageContext) -> dict:
     """From the `data` input write: `train.json` (teacher CoT answers that pass the consistency filter),
     `rl.json` (held-out train prompts for RL, CoT-instructed, no text) and `eval.json` (CoT-instructed)."""

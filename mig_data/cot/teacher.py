@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from mig_data.schema import Sample, scene_objects
 from mig_lab.boxes import to_grid
+from mig_lab.config import ConfigError
 
 # coldstart_rl.txt 3.2: the fixed instruction appended to each question for CoT data.
 COT_INSTRUCTION = (" First output the thinking process in <think> </think> tags and then output the final "
@@ -135,6 +137,19 @@ class ModelTeacher:
                                 temperature=self.temperature, num_return_sequences=k, seed=seed + start)
             out.extend(texts[i * k:(i + 1) * k] for i in range(len(chunk)))
         return out
+
+
+def check_teacher(cfg: Any, inputs: dict[str, str]) -> None:
+    """Planning: `cot.teacher` names a teacher that can run here (a model teacher's folder exists)."""
+    t = cfg.cot.teacher
+    if t.kind not in ("oracle", "model"):
+        raise ConfigError(f"config key 'cot.teacher.kind' is {t.kind!r}; expected one of ['oracle', 'model']")
+    if t.kind == "model":
+        if not t.model_path:
+            raise ConfigError("cot.teacher.kind=model needs cot.teacher.model_path (a local Hugging Face folder)")
+        if not (Path(t.model_path) / "config.json").is_file():
+            raise ConfigError(f"config key 'cot.teacher.model_path' is {t.model_path!r}: not a local Hugging Face "
+                              f"model folder (no config.json there)")
 
 
 def make_teacher(cfg: Any, model_cfg: Any) -> Teacher:

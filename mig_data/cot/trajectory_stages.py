@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mig_data.cot.teacher import check_teacher
 from mig_data.cot.trajectory import build_trajectories, with_instruction
 from mig_data.cot.trajectory_teachers import make_trajectory_teacher
 from mig_data.loading import available_splits, load_split, save_split
@@ -25,7 +26,7 @@ def _teacher_model(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
-@stage_kind("make_trajectory_data", reads=("seed", "cot.teacher", "trajectory", "data.on_error"), version=1, needs=("data",),
+@stage_kind("make_trajectory_data", reads=("seed", "cot.teacher", "trajectory", "data.on_error"), version=1, needs=("data",), checks=(check_teacher,),
        fingerprint=_teacher_model)
 def make_trajectory_data(ctx: StageContext) -> dict:
     """From the `data` input's train split write, in `trajectory.form`:
