@@ -35,7 +35,7 @@ from mig_eval.answer_forms import (
     assign_boxes,
     plan_units,
 )
-from mig_eval.metrics import aggregate, difficulty_tier, picked_object
+from mig_eval.metrics import EvalReport, aggregate, difficulty_tier, picked_object
 from mig_lab import progress
 from mig_lab.boxes import iou, parse_response
 from mig_lab.config import ConfigError
@@ -262,17 +262,17 @@ def evaluate_samples(model: Any, processor: Any, family: str, samples: list[Samp
     return [done[i] for i in range(len(samples))]
 
 
-def summarize(metrics: dict) -> dict:
+def summarize(report: EvalReport) -> dict:
     """The compact summary a stage returns (overall plus acc@0.5 per task)."""
-    return {"overall": metrics["overall"],
+    return {"overall": report.overall,
             "tasks": {t: {"acc@0.5": m.get("acc@0.5"), "miou": m.get("miou"), "n": m["n"]}
-                      for t, m in metrics["tasks"].items()}}
+                      for t, m in report.tasks.items()}}
 
 
-def flat_metrics(metrics: dict, prefix: str = "eval") -> dict[str, float]:
-    out = {f"{prefix}/{k}": v for k, v in metrics["overall"].items() if isinstance(v, (int, float))}
-    for section in ("tasks", "groups", "tiers"):
-        for name, m in metrics.get(section, {}).items():
+def flat_metrics(report: EvalReport, prefix: str = "eval") -> dict[str, float]:
+    out = {f"{prefix}/{k}": v for k, v in report.overall.items() if isinstance(v, (int, float))}
+    for section in (report.tasks, report.groups, report.tiers):
+        for name, m in section.items():
             out.update({f"{prefix}/{name}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
     return out
 

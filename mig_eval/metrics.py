@@ -16,6 +16,7 @@ Difficulty tiers (migician.txt Sec. 7.3, Table 7) are instance-level accuracies 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, Iterable, Mapping, Optional
 
 from mig_data.schema import REFERENTIAL_TASKS, SPONTANEOUS_TASKS
@@ -107,7 +108,28 @@ def _mean_over(tasks: dict[str, dict], names: Iterable[str], key: str) -> float 
     return sum(vals) / len(vals) if vals else None
 
 
-def aggregate(preds: Iterable[dict]) -> dict:
+@dataclass
+class EvalReport:
+    """One evaluation's metrics, as `metrics.json` holds them (`to_json`, `from_json`)."""
+
+    overall: dict[str, Any]  # macro averages over the tasks present: acc@t, miou, well_formed; n, tasks
+    tasks: dict[str, dict[str, Any]]  # task -> acc@t, miou, well_formed, n (and picked-object shares)
+    groups: dict[str, dict[str, Any]]  # spontaneous / referential -> macro averages over their tasks
+    tiers: dict[str, dict[str, Any]]  # easy / medium / hard -> instance metrics (samples with a tier)
+    eval: Optional[dict[str, Any]] = None  # what was evaluated, and how (model, answer form, convention...)
+    scorer: Optional[dict[str, Any]] = None  # `mig_eval.score` on external predictions: files and rules
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"overall": self.overall, "tasks": self.tasks, "groups": self.groups, "tiers": self.tiers}
+        out.update({k: v for k, v in (("eval", self.eval), ("scorer", self.scorer)) if v is not None})
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> EvalReport:
+        return cls(**{f.name: d.get(f.name, {} if f.default is MISSING else f.default) for f in fields(cls)})
+
+
+def aggregate(preds: Iterable[dict]) -> EvalReport:
     """Per-task metrics; the macro averages (overall and each group, with the tasks present); and
     per-tier instance accuracies for predictions that carry a `tier`."""
     preds = list(preds)
@@ -126,4 +148,4 @@ def aggregate(preds: Iterable[dict]) -> dict:
             groups[name] = {**{k: _mean_over(tasks, present, k) for k in keys}, "tasks": present}
     tiers = {t: task_metrics(p for p in preds if p.get("tier") == t) for t in TIERS}
     tiers = {t: m for t, m in tiers.items() if m["n"]}
-    return {"overall": overall, "tasks": tasks, "groups": groups, "tiers": tiers}
+    return EvalReport(overall=overall, tasks=tasks, groups=groups, tiers=tiers)

@@ -95,7 +95,7 @@ def image_sizes(sample: Sample, min_pixels: int, max_pixels: int, patch_size: in
 def score_file(bench: Path, pred: Path, convention: str = "qwen2_vl", root: Optional[Path] = None,
                min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS,
                y_rescale: bool = False, allow_missing: bool = False) -> tuple[dict, list[dict]]:
-    """Score a prediction file; returns (metrics, per-record scores)."""
+    """Score a prediction file; returns (the report, per-record scores)."""
     if convention not in ("qwen2_vl", "qwen2_5_vl"):
         raise DataError(f"--convention {convention!r}: expected qwen2_vl or qwen2_5_vl")
     samples = read_mig_bench(bench, root=root, check_images=convention == "qwen2_5_vl").samples
@@ -110,12 +110,12 @@ def score_file(bench: Path, pred: Path, convention: str = "qwen2_vl", root: Opti
         hws = image_sizes(s, min_pixels, max_pixels) if convention == "qwen2_5_vl" else []
         rec = score_response(s, preds.get(i, ""), hws, convention, y_rescale)
         records.append({"index": i, **rec, "missing": i not in preds})
-    metrics = aggregate(records)
-    metrics["scorer"] = {"bench": str(bench), "pred": str(pred), "convention": convention,
+    report = aggregate(records)
+    report.scorer = {"bench": str(bench), "pred": str(pred), "convention": convention,
                          "min_pixels": min_pixels, "max_pixels": max_pixels, "migician_y_rescale": y_rescale,
                          "missing": len(missing), "rules": "Migician: first box; values >= 1 / 1000; "
                          "no box = IoU 0; correct if IoU >= t"}
-    return metrics, records
+    return report, records
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -133,18 +133,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--per-record", type=Path, default=None, help="also write per-record scores (JSONL)")
     args = ap.parse_args(argv)
     try:
-        metrics, records = score_file(args.bench, args.pred, args.convention, args.root, args.min_pixels,
+        report, records = score_file(args.bench, args.pred, args.convention, args.root, args.min_pixels,
                                       args.max_pixels, args.migician_y_rescale, args.allow_missing)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    atomic_write_json(args.out, metrics)
+    atomic_write_json(args.out, report.to_json())
     if args.per_record:
         args.per_record.parent.mkdir(parents=True, exist_ok=True)
         args.per_record.write_text("".join(json.dumps(r) + "\n" for r in records))
-    for task, m in metrics["tasks"].items():
+    for task, m in report.tasks.items():
         print(f"{task:<16} acc@0.5 {100 * m['acc@0.5']:6.2f}  miou {100 * m['miou']:6.2f}  n {m['n']}")
-    print(f"{'overall':<16} acc@0.5 {100 * metrics['overall']['acc@0.5']:6.2f}  (mean of {len(metrics['tasks'])} tasks)")
+    print(f"{'overall':<16} acc@0.5 {100 * report.overall['acc@0.5']:6.2f}  (mean of {len(report.tasks)} tasks)")
     return 0
 
 

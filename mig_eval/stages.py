@@ -11,16 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from lightning.fabric import Fabric
+from omegaconf import DictConfig
+
 from mig_data.loading import load_split
 from mig_eval.evaluate import aggregate, check_eval_config, evaluate_samples, flat_metrics, summarize
 from mig_eval.gallery import write_gallery
 from mig_eval.report import write_comparison
 from mig_eval.tables import write_table
 from mig_lab.config import ConfigError
-from mig_lab.fabric import make_fabric
-from mig_lab.loggers import log_image, make_loggers
+from mig_lab.fabric import run_loop
+from mig_lab.loggers import log_image
 from mig_lab.ranks import gather_objects
-from mig_lab.records import atomic_write_json, read_json, to_plain
+from mig_lab.records import atomic_write_json, read_json
 from mig_lab.stage_kind import StageContext, model_dir, stage_kind
 from mig_models.builders import build_model, check_model_source
 
@@ -31,15 +34,16 @@ from mig_models.builders import build_model, check_model_source
 def evaluate_stage(ctx: StageContext) -> Optional[dict]:
     """Evaluate the `model` input (or the `model` config) on the `data` input's eval split, sharded over
     the ranks; rank 0 writes `predictions.jsonl` and `metrics.json`."""
-    cfg = ctx.cfg
+    return run_loop(_evaluate, ctx.cfg, ctx.out_dir, f"{ctx.name}-{ctx.key}", ctx.group, ctx)
+
+
+def _evaluate(fabric: Fabric, cfg: DictConfig, ctx: StageContext) -> Optional[dict]:
     e = cfg.eval
     check_eval_config(e)
     samples = load_split(ctx.input("data").dir, e.split, on_error=cfg.data.on_error, tasks=e.tasks,
                          max_per_task=e.max_samples)
     path = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
     model, processor = build_model(cfg.model, seed=cfg.seed, path=path)
-    loggers = make_loggers(cfg, ctx.out_dir, name=f"{ctx.name}-{ctx.key}", group=ctx.group, config=to_plain(cfg))
-    fabric = make_fabric(cfg, loggers)
     model = fabric.to_device(model)  # every rank holds the whole model: generation needs no collective
     with fabric.autocast():
         preds = evaluate_samples(model, processor, cfg.model.family, samples, e, ctx.out_dir / "predictions.jsonl",
@@ -47,17 +51,15 @@ def evaluate_stage(ctx: StageContext) -> Optional[dict]:
                                  world=fabric.world_size, gather=gather_objects)
     if preds is None:  # not rank 0
         return None
-    metrics = aggregate(preds)
-    metrics["eval"] = {"model": cfg.model.name, "family": cfg.model.family, "answer_form": e.answer_form,
-                       "cot": e.cot, "convention": cfg.model.family if e.convention == "auto" else e.convention,
-                       "migician_y_rescale": e.migician_y_rescale, "split": e.split}
-    atomic_write_json(ctx.out_dir / "metrics.json", metrics)
-    fabric.log_dict(flat_metrics(metrics))
+    report = aggregate(preds)
+    report.eval = {"model": cfg.model.name, "family": cfg.model.family, "answer_form": e.answer_form,
+                   "cot": e.cot, "convention": cfg.model.family if e.convention == "auto" else e.convention,
+                   "migician_y_rescale": e.migician_y_rescale, "split": e.split}
+    atomic_write_json(ctx.out_dir / "metrics.json", report.to_json())
+    fabric.log_dict(flat_metrics(report))
     for task, png, caption in write_gallery(samples, preds, ctx.out_dir / "gallery", e.gallery_per_task):
-        log_image(loggers, f"gallery/{task}", png, caption=caption)
-    for lg in loggers:
-        lg.finalize("success")
-    return summarize(metrics)
+        log_image(fabric.loggers, f"gallery/{task}", png, caption=caption)
+    return summarize(report)
 
 
 @stage_kind("report", reads=("report",), cache=False)

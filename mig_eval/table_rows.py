@@ -26,10 +26,10 @@ RANDOM_GUESS = "<|box_start|>(0,0),(999,999)<|box_end|>"
 
 def write_eval(out_dir: Path, preds: list[dict], info: dict) -> dict:
     atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in preds))
-    metrics = aggregate(preds)
-    metrics["eval"] = info
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    return summarize(metrics)
+    report = aggregate(preds)
+    report.eval = info
+    atomic_write_json(out_dir / "metrics.json", report.to_json())
+    return summarize(report)
 
 
 @stage_kind("random_guess", reads=("data.on_error", "eval.split", "eval.tasks", "eval.max_samples"), needs=("data",))

@@ -187,13 +187,15 @@ def full_state_dict(fabric: Fabric, model: torch.nn.Module) -> dict[str, torch.T
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def run_loop(loop: Callable[..., Any], cfg: DictConfig, out_dir: Path, name: str, group: str, *args: Any) -> Any:
-    """Loggers (CSV in `out_dir`, W&B per config) and Fabric, then `loop(fabric, cfg, *args)`; the loggers
-    are finalized "success" or "failed" as the loop ends. The setup of every training loop."""
+def run_loop(loop: Callable[..., Any], cfg: DictConfig, out_dir: Path, name: str, group: str, *args: Any,
+             log: bool = True) -> Any:
+    """Loggers (CSV in `out_dir`, W&B per config; none with `log=False`) and Fabric, then
+    `loop(fabric, cfg, *args)`; the loggers are finalized "success" or "failed" as the loop ends.
+    The one Fabric set-up of every stage that runs on Fabric (training, evaluation, sampling)."""
     from mig_lab.loggers import make_loggers
     from mig_lab.records import to_plain
 
-    loggers = make_loggers(cfg, out_dir, name=name, group=group, config=to_plain(cfg))
+    loggers = make_loggers(cfg, out_dir, name=name, group=group, config=to_plain(cfg)) if log else []
     fabric = make_fabric(cfg, loggers)
     status = "failed"
     try:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from lightning.fabric import Fabric
@@ -107,20 +107,20 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
             with torch.no_grad():
                 old_logp = sequence_logprobs(policy, r, rl.temperature).detach() if rl.mu > 1 else None
                 ref_logp = _reference_logprobs(policy, reference, r, rl, lora)
-            buffer.append((r, total, parts, adv, old_logp, ref_logp))
+            buffer.append(RolloutBatch(r, total, parts, adv, old_logp, ref_logp))
         gen_time = time.perf_counter() - t0
 
         policy.train()
         for _ in range(rl.mu):
             stats = defaultdict(float)
-            for k, (r, _, _, adv, old_logp, ref_logp) in enumerate(buffer):
+            for k, b in enumerate(buffer):
                 is_accumulating = k < len(buffer) - 1
                 with fabric.no_backward_sync(policy, enabled=is_accumulating):
-                    logp = sequence_logprobs(policy, r, rl.temperature)
-                    mask = r.completion_mask.to(logp.device)
-                    loss, s = grpo_loss(logp, old_logp if old_logp is not None else logp.detach(), ref_logp,
-                                        adv.to(logp.device), mask, rl.kl_beta, rl.eps_low, rl.eps_high,
-                                        rl.loss_type)
+                    logp = sequence_logprobs(policy, b.rollouts, rl.temperature)
+                    mask = b.rollouts.completion_mask.to(logp.device)
+                    old_logp = b.old_logp if b.old_logp is not None else logp.detach()
+                    loss, s = grpo_loss(logp, old_logp, b.ref_logp, b.advantages.to(logp.device), mask,
+                                        rl.kl_beta, rl.eps_low, rl.eps_high, rl.loss_type)
                     fabric.backward(loss / len(buffer))
                 stats["loss"] += loss.item() / len(buffer)
                 for key, v in s.items():
@@ -143,7 +143,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                 log.info("grpo step %d/%d reward %.4f kl %.4f len %.1f", state["step"], rl.steps,
                          metrics["reward/total"], metrics.get("train/kl", 0.0), metrics["completion/mean_length"])
         if state["step"] % max(1, rl.steps // 4) == 0 or state["step"] == rl.steps:
-            _log_samples(fabric, buffer[0][0], buffer[0][1], state["step"], convention)
+            _log_samples(fabric, buffer[0].rollouts, buffer[0].total, state["step"], convention)
         if state["step"] % rl.ckpt_every == 0 or state["step"] == rl.steps:
             save_checkpoint(fabric, ckpt_root, state["step"], state, record, only_params=only_params)
     bar.close()
@@ -170,13 +170,24 @@ def _reference_logprobs(policy, reference, r: Rollouts, rl: DictConfig, lora: bo
     return sequence_logprobs(reference, r, rl.temperature).detach()
 
 
-def rollout_summary(buffer: list) -> dict:
+class RolloutBatch(NamedTuple):
+    """One micro-batch of a GRPO step: B prompts x G completions = N rows."""
+
+    rollouts: Rollouts  # token ids, masks, texts, samples of the N completions
+    total: torch.Tensor  # [N] weighted reward
+    parts: dict[str, torch.Tensor]  # reward name -> [N] (NaN: not applicable); "_acc50" is logged, not summed
+    advantages: torch.Tensor  # [N] group-normalised
+    old_logp: Optional[torch.Tensor]  # [N, C] at generation time (mu > 1), else None
+    ref_logp: Optional[torch.Tensor]  # [N, C] of the reference (kl_beta > 0), else None
+
+
+def rollout_summary(buffer: list[RolloutBatch]) -> dict:
     """What the step metrics need from one rank's rollouts, as plain lists (gathered over ranks)."""
-    return {"totals": torch.cat([b[1] for b in buffer]).tolist(),
-            "parts": {name: torch.cat([b[2][name] for b in buffer]).tolist()
-                      for name in buffer[0][2] if not name.startswith("_")},
-            "lengths": torch.cat([b[0].completion_mask.sum(1).float() for b in buffer]).tolist(),
-            "acc50": [(s.task, c) for b in buffer for s, c in zip(b[0].samples, b[2]["_acc50"].tolist())]}
+    return {"totals": torch.cat([b.total for b in buffer]).tolist(),
+            "parts": {name: torch.cat([b.parts[name] for b in buffer]).tolist()
+                      for name in buffer[0].parts if not name.startswith("_")},
+            "lengths": torch.cat([b.rollouts.completion_mask.sum(1).float() for b in buffer]).tolist(),
+            "acc50": [(s.task, c) for b in buffer for s, c in zip(b.rollouts.samples, b.parts["_acc50"].tolist())]}
 
 
 def step_metrics(summaries: list[dict], stats: dict, gen_time: float, step_time: float, lr: float) -> dict[str, float]:

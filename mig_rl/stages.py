@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from omegaconf import DictConfig
+
+from mig_lab.fabric import run_loop
 from mig_lab.ranks import gather_objects
 from mig_lab.stage_kind import StageContext, model_dir, stage_kind
 from mig_models.builders import check_model_source
@@ -43,19 +46,20 @@ def grpo_stage(ctx: StageContext) -> dict:
 def rejection_sample_stage(ctx: StageContext) -> Optional[dict]:
     """Keep the `data` input's `rl.split` prompts that the `model` input answers partly right (K samples);
     the prompts are sharded over the ranks and rank 0 writes the kept ones."""
+    return run_loop(_rejection_sample, ctx.cfg, ctx.out_dir, f"{ctx.name}-{ctx.key}", ctx.group, ctx, log=False)
+
+
+def _rejection_sample(fabric, cfg: DictConfig, ctx: StageContext) -> Optional[dict]:
     from mig_data.formats.mig_bench import write_mig_bench
     from mig_data.loading import load_split
-    from mig_lab.fabric import make_fabric
     from mig_lab.records import atomic_write_json
     from mig_models.builders import build_model
     from mig_rl.rejection import rejection_sample
 
-    cfg = ctx.cfg
     samples = [s for s in load_split(ctx.input("data").dir, cfg.rl.split, on_error=cfg.data.on_error)
                if s.answer is not None]
     path = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None
     model, processor = build_model(cfg.model, seed=cfg.seed, path=path)
-    fabric = make_fabric(cfg)
     model = fabric.to_device(model)
     result = rejection_sample(model, processor, cfg.model.family, samples, cfg.rl.rejection_k,
                               cfg.rl.temperature, cfg.rl.top_p, cfg.rl.max_new_tokens, cfg.seed,

@@ -69,7 +69,7 @@ def fake_metrics(acc: dict[str, float], **extra) -> dict:
     preds = []
     for task, a in acc.items():
         preds += [{"task": task, "iou": 1.0 if k < round(10 * a) else 0.0} for k in range(10)]
-    return {**aggregate(preds), **extra}
+    return {**aggregate(preds).to_json(), **extra}
 
 
 def test_render_puts_our_rows_beside_the_papers(tmp_path):
@@ -115,8 +115,9 @@ def test_difficulty_tiers_rule_and_aggregation():
     preds = [{"task": "diff", "iou": 0.9, "tier": "easy"}, {"task": "diff", "iou": 0.1, "tier": "easy"},
              {"task": "region", "iou": 0.6, "tier": "hard"}, {"task": "region", "iou": 0.6, "tier": None}]
     m = aggregate(preds)
-    assert m["tiers"]["easy"]["acc@0.5"] == 0.5 and m["tiers"]["easy"]["n"] == 2
-    assert m["tiers"]["hard"]["n"] == 1 and "medium" not in m["tiers"]
+    assert m.tiers["easy"]["acc@0.5"] == 0.5 and m.tiers["easy"]["n"] == 2
+    assert m.tiers["hard"]["n"] == 1 and "medium" not in m.tiers
+    assert type(m).from_json(m.to_json()) == m  # metrics.json round-trips to the typed report
 
 
 def test_cli_reads_metrics_files_stage_folders_and_run_folders(tmp_path, capsys):

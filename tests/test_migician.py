@@ -34,8 +34,11 @@ def planned(experiment: str, *overrides: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------ the scales
-def test_scale_7b_is_the_papers_recipe_and_tiny_keeps_its_shape():
-    big = planned("migician", "recipe=migician_7b")
+def test_scale_7b_is_the_papers_recipe_and_tiny_keeps_its_shape(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # planning checks that model.path is a model folder
+    with pytest.raises(ConfigError, match=r"model=qwen2_vl_7b loads real weights .* model\.path is not set"):
+        planned("migician", "recipe=migician_7b")
+    big = planned("migician", "recipe=migician_7b", f"model.path={tmp_path}")
     s1, s2 = big["stage1"].cfg, big["stage2"].cfg
     assert s1.model.name == "qwen2_vl_7b" and s1.fabric.strategy == "fsdp" and s1.model.dtype == "float32" and s1.fabric.precision == "bf16-mixed"
     assert (s1.train.lr, s2.train.lr) == (5e-6, 4e-6)
@@ -277,9 +280,12 @@ def test_table9_multi_task_separate_and_merging(table_cache, tmp_path):
     assert torch.allclose(merged[k], sum(p[k] for p in parts) / len(parts), atol=1e-6)
 
 
-def test_every_migician_experiment_composes_at_both_scales():
+def test_every_migician_experiment_composes_at_both_scales(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
     for path in sorted((Path(__file__).resolve().parent.parent / "experiments").glob("migician*.yaml")):
-        for scale in ("tiny", "7b"):
-            cfg = compose_cfg([f"experiment={path.stem}", f"scale={scale}"])
-            assert plan(cfg)
+        recipe = "migician_eval" if "override /recipe: migician_eval" in path.read_text() else "migician"
+        for extra in ([], [f"recipe={recipe}_7b", f"model.path={tmp_path}"]):
+            cfg = compose_cfg([f"experiment={path.stem}", *extra])
+            planned = plan(cfg)
+            assert planned and all(p.cfg.model.name == ("qwen2_vl_7b" if extra else "tiny_base") for p in planned)
             assert cfg.report.table == ("migician_table1" if path.stem == "migician" else path.stem)

@@ -50,6 +50,6 @@ def test_metrics_report_the_fractions_per_task(tmp_path):
     boxes = [samples[0].answer, samples[1].answer, other["box"], None]
     preds = [score_box(s, "r", b, None, 0, b is not None) for s, b in zip(samples, boxes)]
     assert [p["picked"] for p in preds] == ["target", "target", "other", "none"]
-    m = aggregate(preds)["tasks"]["single_grounding"]
+    m = aggregate(preds).tasks["single_grounding"]
     assert (m["picked_target"], m["picked_other"], m["picked_none"]) == (0.5, 0.25, 0.25)
     assert m["acc@0.5"] == 0.5

@@ -92,7 +92,7 @@ def test_migician_y_rescale_flag(bench, tmp_path):
     plain, _ = score_file(bench, pred)
     scaled, recs = score_file(bench, pred, y_rescale=True)
     assert recs[0]["box"] == pytest.approx([0.1, 0.21, 0.5, 0.66])
-    assert scaled["tasks"]["diff"]["miou"] != plain["tasks"]["diff"]["miou"]
+    assert scaled.tasks["diff"]["miou"] != plain.tasks["diff"]["miou"]
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -117,8 +117,8 @@ def test_missing_predictions_fail_unless_allowed(bench, tmp_path, capsys):
     with pytest.raises(DataError, match=r"no prediction for 2 of 3 bench records \(indices 1, 2\)"):
         score_file(bench, pred)
     m, recs = score_file(bench, pred, allow_missing=True)
-    assert m["scorer"]["missing"] == 2 and [r["missing"] for r in recs] == [False, True, True]
-    assert m["tasks"]["diff"]["acc@0.5"] == 0.5
+    assert m.scorer["missing"] == 2 and [r["missing"] for r in recs] == [False, True, True]
+    assert m.tasks["diff"]["acc@0.5"] == 0.5
     assert main(["--bench", str(bench), "--pred", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "m")]) == 2
     assert "prediction file not found" in capsys.readouterr().err
 
