@@ -41,8 +41,8 @@ import re
 from typing import Optional, Sequence
 
 from mig_data.schema import Sample
-from mig_eval import cot
-from mig_eval.cot import region_picture
+from mig_eval import cot_baselines as cot
+from mig_eval.cot_baselines import region_picture
 from mig_lab.boxes import (
     BBOX_2D,
     QWEN2_BOX,

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from mig_data.collate import generation_batch
 from mig_data.schema import Sample
-from mig_eval import cot
+from mig_eval import cot_baselines as cot
 from mig_eval.answer_forms import (
     MULTI_TARGET_TASKS,
     all_question,

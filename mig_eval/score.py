@@ -1,7 +1,7 @@
 """Score model outputs made anywhere against a MIG-Bench-format file, exactly as the evaluate stage
 (and Migician's published scorer) does:
 
-    python -m mig_eval.score --bench MIG_data.json --pred preds.jsonl --out metrics.json \
+    python scripts/score_predictions.py --bench MIG_data.json --pred preds.jsonl --out metrics.json \
         [--convention qwen2_vl|qwen2_5_vl] [--root DIR] [--min-pixels N] [--max-pixels N]
 
 `--pred` is JSON Lines, one `{"index": i, "response": "..."}` per benchmark record (i = 0-based
@@ -18,14 +18,12 @@ bench file's folder).
 metrics.json: per task `acc@0.5`, `acc@0.3`, `acc@0.7`, `miou`, `n` (plus well-formed fraction and,
 for group grounding, image accuracy), the overall average as the papers compute it (the mean of
 the per-task scores), the paper groups and difficulty tiers (where the records carry them), and
-the scorer settings used. `python -m mig_eval.tables` reads this file like an evaluate stage's.
+the scorer settings used. `python scripts/paper_table.py` reads this file like an evaluate stage's.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +34,6 @@ from mig_data.schema import DataError, Sample
 from mig_eval.evaluate import score_response
 from mig_eval.metrics import aggregate
 from mig_lab.boxes import resized_hw
-from mig_lab.records import atomic_write_json
 
 DEFAULT_MIN_PIXELS = 4 * 28 * 28  # 3,136
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28  # 12,845,056
@@ -116,37 +113,3 @@ def score_file(bench: Path, pred: Path, convention: str = "qwen2_vl", root: Opti
                          "missing": len(missing), "rules": "Migician: first box; values >= 1 / 1000; "
                          "no box = IoU 0; correct if IoU >= t"}
     return report, records
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mig_eval.score", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bench", required=True, type=Path, help="MIG-Bench-format JSON list")
-    ap.add_argument("--pred", required=True, type=Path, help='JSONL of {"index": i, "response": text}')
-    ap.add_argument("--out", required=True, type=Path, help="metrics.json to write")
-    ap.add_argument("--convention", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl"],
-                    help="the model family's box coordinates (default qwen2_vl)")
-    ap.add_argument("--root", type=Path, default=None, help="folder image paths are relative to (default: the bench's)")
-    ap.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS, help="qwen2_5_vl resize lower bound")
-    ap.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="qwen2_5_vl resize upper bound")
-    ap.add_argument("--migician-y-rescale", action="store_true", help="the published Migician-only y rescale")
-    ap.add_argument("--allow-missing", action="store_true", help="score records without a prediction as no box")
-    ap.add_argument("--per-record", type=Path, default=None, help="also write per-record scores (JSONL)")
-    args = ap.parse_args(argv)
-    try:
-        report, records = score_file(args.bench, args.pred, args.convention, args.root, args.min_pixels,
-                                      args.max_pixels, args.migician_y_rescale, args.allow_missing)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    atomic_write_json(args.out, report.to_json())
-    if args.per_record:
-        args.per_record.parent.mkdir(parents=True, exist_ok=True)
-        args.per_record.write_text("".join(json.dumps(r) + "\n" for r in records))
-    for task, m in report.tasks.items():
-        print(f"{task:<16} acc@0.5 {100 * m['acc@0.5']:6.2f}  miou {100 * m['miou']:6.2f}  n {m['n']}")
-    print(f"{'overall':<16} acc@0.5 {100 * report.overall['acc@0.5']:6.2f}  (mean of {len(report.tasks)} tasks)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@
                 alone. The inputs' predictions are pooled and aggregated as one evaluation (macro mean
                 over tasks, as every table); two inputs scoring the same task is refused.
 Both write `predictions.jsonl` and `metrics.json` as an evaluate stage does, so `report` and
-`python -m mig_eval.tables` take them as rows.
+`python scripts/paper_table.py` take them as rows.
 """
 
 from __future__ import annotations

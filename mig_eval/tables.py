@@ -11,9 +11,9 @@ percent, as printed.
 
 Command line (run folders, evaluate-stage folders or metrics.json files; `LABEL=PATH` names a row):
 
-    python -m mig_eval.tables migician_table1 outputs/runs/eval_migbench/<time>      # every evaluate stage
-    python -m mig_eval.tables migician_table1 "tiny base=outputs/cache/evaluate-<key>" --out tables/
-    python -m mig_eval.tables migician_table1 ours=metrics.json --beside ours=Qwen2-VL-7B
+    python scripts/paper_table.py migician_table1 outputs/runs/eval_migbench/<time>      # every evaluate stage
+    python scripts/paper_table.py migician_table1 "tiny base=outputs/cache/evaluate-<key>" --out tables/
+    python scripts/paper_table.py migician_table1 ours=metrics.json --beside ours=Qwen2-VL-7B
 
 As a stage (the `report` kind): an experiment names the table and maps its evaluate inputs to rows:
 
@@ -33,11 +33,9 @@ covers fewer tasks than the paper's average, a footnote says over how many tasks
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -185,40 +183,3 @@ def metrics_from_path(path: Path) -> dict[str, dict]:
         if found:
             return found
     raise ConfigError(f"{path}: not a metrics.json, an evaluate-stage folder or a run folder with evaluate stages")
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mig_eval.tables",
-                                 description="A paper table with this codebase's results beside the paper's numbers.")
-    ap.add_argument("name", nargs="?", help="table name (see --list)")
-    ap.add_argument("paths", nargs="*", help="[LABEL=]PATH: metrics.json, evaluate-stage folder or run folder")
-    ap.add_argument("--beside", action="append", default=[], metavar="LABEL=PAPER_ROW",
-                    help="print our row LABEL right under the paper's row PAPER_ROW")
-    ap.add_argument("--out", type=Path, default=None, help="folder for <name>.md and <name>.csv")
-    ap.add_argument("--list", action="store_true", help="list the transcribed paper tables")
-    args = ap.parse_args(argv)
-    if args.list or not args.name:
-        print("\n".join(f"{n}: {load_table(n)['paper']} {load_table(n)['table']}" for n in list_tables()))
-        return 0
-    try:
-        ours: dict[str, dict] = {}
-        for spec in args.paths:
-            label, sep, p = spec.partition("=")
-            found = metrics_from_path(Path(p if sep else label))
-            if sep and len(found) == 1:
-                found = {label: next(iter(found.values()))}
-            ours.update(found)
-        beside = dict(b.split("=", 1) for b in args.beside)
-        if args.out:
-            md = write_table(args.name, ours, args.out, beside)
-        else:
-            md = render_markdown(*table_rows(args.name, ours, beside))
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(md)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

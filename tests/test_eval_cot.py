@@ -7,7 +7,7 @@ import pytest
 
 from mig_data.loading import load_split
 from mig_data.schema import MIG_TASKS, DataError, Sample
-from mig_eval import cot
+from mig_eval import cot_baselines as cot
 from mig_eval.evaluate import check_eval_config, evaluate_samples, score_step2
 from mig_lab.config import ConfigError
 from mig_models.builders import build_model

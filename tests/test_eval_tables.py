@@ -11,8 +11,9 @@ import pytest
 
 from mig_data.schema import MIG_TASKS
 from mig_eval.metrics import GROUPS, aggregate, difficulty_tier
-from mig_eval.tables import list_tables, load_table, main, metric_value, table_rows, write_table
+from mig_eval.tables import list_tables, load_table, metric_value, table_rows, write_table
 from mig_lab.config import ConfigError
+from scripts.paper_table import main
 
 REQUIRED = {"migician_table1", "migician_table5", "migician_table6", "migician_table7", "migician_table9",
             "migician_table10", "coldstart_rl_table2", "coldstart_rl_table3", "coldstart_rl_table9",

@@ -11,15 +11,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from mig_data.collate import IGNORE_INDEX, SFTCollator
-from mig_data.cot.free_form import (
+from mig_data.cot.free_form_data import (
     TEMPLATE_1,
-    ModelQATeacher,
+    FreeFormModelTeacher,
     ground_answer,
-    main,
     model_teacher_samples,
     parse_qa,
     teacher_prompt,
 )
+from mig_data.cot.teachers import ModelTeacher
 from mig_data.formats.common import check_turns
 from mig_data.formats.sharegpt import read_sharegpt
 from mig_data.loading import load_split
@@ -30,6 +30,7 @@ from mig_data.synth.generate import make_sample, sample_rng
 from mig_data.synth.tasks import TASK_GENERATORS
 from mig_lab.boxes import parse_response
 from mig_lab.config import ModelConfig, SynthConfig
+from mig_lab.graph import run_stages
 from mig_models.builders import build_tiny, save_model
 from tests.conftest import compose_cfg
 
@@ -180,9 +181,10 @@ def test_stage_2_mixture_draws_free_form_samples_that_survive_the_arrow_store(tm
         assert back[s.id].turns == s.turns and back[s.id].answer == pytest.approx(s.answer)
 
 
-def test_cli_template_teacher_writes_the_task_samples_as_sharegpt(tmp_path):
-    assert main(["--out", str(tmp_path / "ff"), "--n", "4", "--seed", "2"]) == 0
-    read = read_sharegpt(tmp_path / "ff" / "free_form.json").samples
+def test_free_form_stage_with_the_template_teacher_writes_the_task_samples_as_sharegpt(tmp_path):
+    cfg = compose_cfg(["experiment=free_form_data", "data.synth.n_train=4", "seed=2"], tmp_path)
+    out = run_stages(cfg, tmp_path / "run")["free_form"].dir
+    read = read_sharegpt(out / "free_form.json").samples
     cfg = synth_cfg()
     made = [make_sample(cfg, 2, "train", "free_form", i, tmp_path / "ref") for i in range(4)]
     assert [s.turns for s in read] == [s.turns for s in made]
@@ -228,15 +230,15 @@ def test_model_teacher_runs_a_local_vlm_through_our_generation_code(tmp_path):
     model, processor = build_tiny(compose_cfg([]).model, seed=0)
     save_model(model, processor, tmp_path / "teacher")
     model_cfg = OmegaConf.structured(ModelConfig(name="teacher", pretrained=True, path=str(tmp_path / "teacher")))
-    teacher = ModelQATeacher(model_cfg, str(tmp_path / "teacher"), temperature=0.0, max_new_tokens=8)
+    teacher = FreeFormModelTeacher(ModelTeacher(model_cfg, str(tmp_path / "teacher"), temperature=0.0,
+                                                max_new_tokens=8))
     samples, dropped = model_teacher_samples(synth_cfg(), teacher, seed=0, split="train", n=3, out_dir=tmp_path)
     # a random tiny model writes no Q:/A: pairs: every group is counted as dropped, none kept silently
     assert teacher.stats["no_qa"] == 3 and dropped["empty_group"] == 3 - len(samples)
     assert len(list((tmp_path / "images" / "train" / "free_form").glob("*.png"))) >= 6
-    stats_out = tmp_path / "cli"
-    assert main(["--out", str(stats_out), "--n", "2", "--teacher", "model", "--model-path", str(tmp_path / "teacher"),
-                 "--dtype", "float32", "--max-new-tokens", "8"]) == 0
-    stats = json.loads((stats_out / "stats.json").read_text())
+    cfg = compose_cfg(["experiment=free_form_data", "data.synth.n_train=2", "cot.teacher.kind=model",
+                       f"cot.teacher.model_path={tmp_path / 'teacher'}", "cot.teacher.max_new_tokens=8"], tmp_path)
+    stats = json.loads((run_stages(cfg, tmp_path / "run")["free_form"].dir / "stats.json").read_text())
     assert stats["groups"] == 2 and stats["samples"] + stats["dropped"].get("empty_group", 0) == 2
 
 

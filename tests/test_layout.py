@@ -69,3 +69,10 @@ def test_every_declared_stage_kind_is_registered():
     kinds = stage_kinds()
     assert all(k.name == name for name, k in kinds.items())
 
+
+
+def test_no_module_cli_beside_run_py():
+    """Entry points are run.py (and scripts/, benchmarks/); no research module parses its own arguments."""
+    offenders = [str(p.relative_to(REPO)) for pkg in ORDER for p in (REPO / pkg).rglob("*.py")
+                 if "argparse" in p.read_text()]
+    assert not offenders, offenders

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mig_models.builders import build_tiny, save_model
-from mig_models.merging import MergeError, average, load_folder_state, main, merge_folders, task_arithmetic
+from mig_models.merging import MergeError, average, load_folder_state, merge_folders, task_arithmetic
+from scripts.merge_models import main
 from tests.conftest import compose_cfg
 
 

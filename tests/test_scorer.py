@@ -1,4 +1,4 @@
-"""The standalone scorer `python -m mig_eval.score`: Migician's semantics, the papers' averaging,
+"""The standalone scorer `python scripts/score_predictions.py`: Migician's semantics, the papers' averaging,
 both coordinate conventions (Qwen2.5-VL through each image's own resize) and clear input errors."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from mig_data.schema import DataError
-from mig_eval.score import main, read_pred_jsonl, score_file
+from mig_eval.score import read_pred_jsonl, score_file
 from mig_lab.boxes import resized_hw
+from scripts.score_predictions import main
 from tests.conftest import REPO
 
 
@@ -50,7 +51,7 @@ def test_cli_writes_per_task_metrics_and_the_papers_average(bench, tmp_path):
         {"index": 2, "response": "It is at (0,0),(500,400)", "extra": "ignored"},  # IoU 0.8
     ])
     out = tmp_path / "metrics.json"
-    proc = subprocess.run([sys.executable, "-m", "mig_eval.score", "--bench", str(bench), "--pred", str(pred),
+    proc = subprocess.run([sys.executable, "scripts/score_predictions.py", "--bench", str(bench), "--pred", str(pred),
                            "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     m = json.loads(out.read_text())

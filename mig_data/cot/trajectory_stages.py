@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
 
-from omegaconf import OmegaConf
-
-from mig_data.cot.teacher import check_teacher
+from mig_data.cot.teachers import check_teacher, teacher_fingerprint
 from mig_data.cot.trajectory import build_trajectories, with_instruction
 from mig_data.cot.trajectory_teachers import make_trajectory_teacher
 from mig_data.loading import available_splits, load_split, save_split
@@ -19,15 +16,9 @@ from mig_lab.stage_kind import StageContext, stage_kind
 log = logging.getLogger(__name__)
 
 
-def _teacher_model(cfg: Any) -> Any:
-    """A model teacher is built from the `model` config: then it is part of the data's identity."""
-    if cfg.cot.teacher.kind != "model":
-        return None
-    return OmegaConf.to_container(cfg.model, resolve=True)
-
 
 @stage_kind("make_trajectory_data", reads=("seed", "cot.teacher", "trajectory", "data.on_error"), version=1, needs=("data",), checks=(check_teacher,),
-       fingerprint=_teacher_model)
+       fingerprint=teacher_fingerprint)
 def make_trajectory_data(ctx: StageContext) -> dict:
     """From the `data` input's train split write, in `trajectory.form`:
     `train` (the SFT trajectories that pass the validator), `rl` (held-out train prompts for GRPO, no text;

@@ -8,7 +8,7 @@ same two methods, so either can replace the other (or one stage of it):
 sentences per task naming the query/marked object, the target and at most one distractor (a hard
 negative sharing the target's colour or shape where there is one), each mention's box read from the
 scene graph. `ModelTrajectoryTeacher` asks a local VLM through the teacher interface
-(`mig_data.cot.teacher.ModelTeacher.respond`): the paper used GPT-4o for stage 1 and Qwen2-VL-72B for
+(`mig_data.cot.teachers.ModelTeacher.respond`): the paper used GPT-4o for stage 1 and Qwen2-VL-72B for
 stage 2. Stage 3 (reassembly) and the validator are in `mig_data.cot.trajectory`.
 """
 
@@ -18,6 +18,7 @@ import dataclasses
 import random
 from typing import Any, Optional, Sequence
 
+from mig_data.cot.teachers import model_teacher
 from mig_data.cot.trajectory import CotDraft, ObjectRef, mentions, ref
 from mig_data.schema import Sample, find_object, scene_objects
 from mig_lab.boxes import parse_response, qwen2_box
@@ -270,7 +271,7 @@ class ModelTrajectoryTeacher:
     kind = "model"
 
     def __init__(self, teacher: Any):
-        self.teacher = teacher  # a mig_data.cot.teacher.ModelTeacher with instruction=""
+        self.teacher = teacher  # a mig_data.cot.teachers.ModelTeacher with instruction=""
 
     def draft(self, samples: Sequence[Sample], seed: int) -> list[Optional[CotDraft]]:
         asks = [dataclasses.replace(s, need_format=False, question=s.question + STAGE1_PROMPT.format(
@@ -308,11 +309,5 @@ def make_trajectory_teacher(teacher_cfg: Any, model_cfg: Any, distractor: bool =
     if teacher_cfg.kind == "oracle":
         return OracleTrajectoryTeacher(distractor)
     if teacher_cfg.kind == "model":
-        from mig_data.cot.teacher import ModelTeacher
-
-        if not teacher_cfg.model_path:
-            raise ConfigError("cot.teacher.kind=model needs cot.teacher.model_path (a local Hugging Face folder)")
-        return ModelTrajectoryTeacher(ModelTeacher(model_cfg, teacher_cfg.model_path, instruction="",
-                                                   temperature=teacher_cfg.temperature,
-                                                   max_new_tokens=teacher_cfg.max_new_tokens))
+        return ModelTrajectoryTeacher(model_teacher(teacher_cfg, model_cfg, instruction=""))
     raise ConfigError(f"cot.teacher.kind is {teacher_cfg.kind!r}; expected 'oracle' or 'model'")

@@ -50,13 +50,15 @@ def test_local_launch_and_torchrun_run_the_job_once_with_the_same_stages(tmp_pat
 
 def test_bad_fabric_settings_fail_before_any_work(tmp_path):
     proc = run_py(fresh(tmp_path / "cli"), *SMOKE, "fabric.devices=64", check=False)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "config.json").write_text("{}")  # model.path is checked at planning too
     assert proc.returncode != 0 and "config key 'fabric.devices' is 64" in proc.stderr, proc.stderr[-2000:]
     cases = {
         ("fabric.strategy=ddp_spawn",): "fabric.strategy",
         ("fabric.strategy=deepspeed_zero3",): "needs CUDA",
         ("fabric.accelerator=cuda",): "no CUDA device",
         ("fabric.precision=bf16-true",): "master weights",
-        ("model=qwen2_vl_2b", "model.dtype=bfloat16", "model.path=/nonexistent"): "master weights",
+        ("model=qwen2_vl_2b", "model.dtype=bfloat16", f"model.path={tmp_path / 'weights'}"): "master weights",
         ("fabric.devices=2", "debug.batch_size=3"): "train.batch_size",
     }
     for extra, expected in cases.items():

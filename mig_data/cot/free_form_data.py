@@ -5,36 +5,40 @@ lie in the image the answer names and match an annotated object there (IoU >= 0.
 exact box replaces the teacher's, so every kept turn has exact ground truth. Pairs that fail are
 dropped and counted by reason (`ModelQATeacher.stats`), never silently.
 
-The embedded default needs no model: `mig_data.synth.free_form.TemplateTeacher` writes the turns
-(that is the `free_form` MIG-Synth task the stage-2 mixture uses). To make stage-2 data with a real
-teacher, write it to a ShareGPT file and point the mixture's free-form source at it:
+The `make_free_form_data` stage kind writes such data (`experiment=free_form_data`): `data.synth.n_train`
+image groups as ShareGPT `free_form.json` with its images and `stats.json`. With `cot.teacher.kind=oracle`
+(the embedded default) the template teacher writes the turns (`mig_data.synth.free_form.TemplateTeacher`:
+the samples of the `free_form` MIG-Synth task the stage-2 mixture uses, seed for seed); with
+`cot.teacher.kind=model cot.teacher.model_path=/data/Qwen2-VL-72B-Instruct` a local VLM does. Point a
+stage-2 mixture's free-form source at the file:
 
-    python -m mig_data.cot.free_form --out /data/ff --n 20000 --teacher model \\
-        --model-path /data/Qwen2-VL-72B-Instruct --family qwen2_vl --image-size 448
-    python run.py experiment=migician \\
-        stages.data_stage2.overrides.data.mixture.sources.m_grounding_stage2.source=sharegpt \\
-        stages.data_stage2.overrides.data.mixture.sources.m_grounding_stage2.file=/data/ff/free_form.json \\
-        stages.data_stage2.overrides.data.mixture.sources.m_grounding_stage2.root=/data/ff
-
-(`--teacher template` writes the same samples the `free_form` task generates, seed for seed.)
+    python run.py experiment=free_form_data cot.teacher.kind=model cot.teacher.model_path=/data/Qwen2-VL-72B \
+        data.synth.n_train=20000 data.synth.image_size=448
+    python run.py experiment=migician \
+        stages.data_stage2.overrides.data.mixture.sources.m_grounding_stage2.source=sharegpt \
+        stages.data_stage2.overrides.data.mixture.sources.m_grounding_stage2.file=<stage dir>/free_form.json \
+        stages.data_stage2.overrides.data.mixture.sources.m_grounding_stage2.root=<stage dir>
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import random
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
-
+from mig_data.cot.teachers import Teacher, check_teacher, model_teacher, teacher_fingerprint
+from mig_data.formats.sharegpt import write_sharegpt
 from mig_data.schema import Sample
 from mig_data.synth.free_form import QA, Group, GroupObject, build_group, free_form_item
 from mig_lab.boxes import from_grid, grid_pair_text, image_index, image_named_before, iou, qwen2_box
+from mig_lab.records import atomic_write_json
+from mig_lab.stage_kind import StageContext, stage_kind
+
+log = logging.getLogger(__name__)
 
 # migician.txt, "Multi-image Grounding Instruction Generation", Template 1 (the paper's wording).
 TEMPLATE_1 = (
@@ -102,43 +106,31 @@ def ground_answer(question: str, answer: str, group: Group) -> tuple[Optional[QA
     return QA(question=tags(question), answer=tags(text), target=target, link="teacher"), "ok"
 
 
-class ModelQATeacher:
-    """A local VLM as the free-form teacher, through our generation code (the paper: Qwen2.5-72B on
-    Qwen2-VL captions). It sees the images and the prompt; `stats` counts kept and dropped turns."""
+class FreeFormModelTeacher:
+    """A local VLM as the free-form teacher (the paper: Qwen2.5-72B on Qwen2-VL captions), asked through the
+    one teacher interface (`teachers.ModelTeacher.respond`): it sees the images and the Template-1 prompt;
+    `stats` counts kept and dropped turns by reason."""
 
-    def __init__(self, model_cfg: Any, path: str, temperature: float = 0.7, max_new_tokens: int = 1024,
-                 batch_size: int = 4):
-        from mig_models.builders import build_model
-
-        self.model, self.processor = build_model(model_cfg, seed=0, path=path)
-        self.family = model_cfg.family
-        self.temperature, self.max_new_tokens, self.batch_size = temperature, max_new_tokens, batch_size
+    def __init__(self, teacher: Teacher):
+        self.teacher = teacher
         self.stats: Counter = Counter()
 
     def compose(self, groups: list[Group], rngs: list[random.Random]) -> list[list[QA]]:
-        from mig_data.collate import generation_batch
-        from mig_models.generation import generate
-
+        prompts = [Sample(id=f"group-{i}", task="free_form", images=g.images, question=teacher_prompt(g),
+                          need_format=False) for i, g in enumerate(groups)]
+        seed = rngs[0].randrange(2**31) if rngs else 0
         out: list[list[QA]] = []
-        for start in range(0, len(groups), self.batch_size):
-            chunk = groups[start:start + self.batch_size]
-            prompts = [Sample(id=f"group-{start + i}", task="free_form", images=g.images, question=teacher_prompt(g),
-                              need_format=False) for i, g in enumerate(chunk)]
-            batch, _ = generation_batch(self.processor, self.family, prompts)
-            seed = rngs[start].randrange(2**31) if rngs else start
-            texts, _ = generate(self.model, self.processor.tokenizer, batch, self.max_new_tokens,
-                                do_sample=self.temperature > 0, temperature=self.temperature, seed=seed)
-            for group, text in zip(chunk, texts):
-                pairs = parse_qa(text)
-                if not pairs:
-                    self.stats["no_qa"] += 1
-                kept = []
-                for q, a in pairs:
-                    qa, reason = ground_answer(q, a, group)
-                    self.stats[reason] += 1
-                    if qa is not None:
-                        kept.append(qa)
-                out.append(kept)
+        for group, texts in zip(groups, self.teacher.respond(prompts, 1, seed)):
+            pairs = parse_qa(texts[0])
+            if not pairs:
+                self.stats["no_qa"] += 1
+            kept = []
+            for q, a in pairs:
+                qa, reason = ground_answer(q, a, group)
+                self.stats[reason] += 1
+                if qa is not None:
+                    kept.append(qa)
+            out.append(kept)
         return out
 
 
@@ -181,52 +173,24 @@ def model_teacher_samples(cfg: Any, teacher: Any, seed: int, split: str, n: int,
     return samples, dropped
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    from mig_data.formats.sharegpt import write_sharegpt
-    from mig_lab.config import ModelConfig, SynthConfig
-    from mig_lab.records import atomic_write_json
-
-    ap = argparse.ArgumentParser(prog="python -m mig_data.cot.free_form",
-                                 description="Free-form MIG data (Migician stage 2) as a ShareGPT file.")
-    ap.add_argument("--out", type=Path, required=True, help="folder for free_form.json, images/ and stats.json")
-    ap.add_argument("--n", type=int, default=100, help="image groups to make")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--teacher", choices=("template", "model"), default="template")
-    ap.add_argument("--model-path", help="local Hugging Face folder of the teacher VLM (--teacher model)")
-    ap.add_argument("--family", choices=("qwen2_vl", "qwen2_5_vl"), default="qwen2_vl")
-    ap.add_argument("--dtype", choices=("bfloat16", "float32", "float16"), default="bfloat16")
-    ap.add_argument("--max-new-tokens", type=int, default=1024)
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--image-size", type=int, default=112)
-    ap.add_argument("--min-images", type=int, default=2)
-    ap.add_argument("--max-images", type=int, default=4)
-    ap.add_argument("--max-objects", type=int, default=3)
-    args = ap.parse_args(argv)
-    out = args.out.resolve()
-
-    cfg = OmegaConf.structured(SynthConfig(image_size=args.image_size, min_images=args.min_images,
-                                           max_images=args.max_images, max_objects=args.max_objects))
-    stats: dict[str, Any] = {"teacher": args.teacher, "groups": args.n}
-    if args.teacher == "template":
+@stage_kind("make_free_form_data", reads=("seed", "data.synth", "cot.teacher"), checks=(check_teacher,),
+            fingerprint=teacher_fingerprint)
+def make_free_form_data(ctx: StageContext) -> dict:
+    """`data.synth.n_train` free-form image groups, written as ShareGPT `free_form.json` (images beside it)
+    and `stats.json` (groups, samples, the teacher's kept and dropped turns by reason)."""
+    cfg, out = ctx.cfg, ctx.out_dir
+    synth, teacher_cfg, n = cfg.data.synth, cfg.cot.teacher, cfg.data.synth.n_train
+    stats: dict[str, Any] = {"teacher": teacher_cfg.kind, "groups": n}
+    if teacher_cfg.kind == "oracle":
         from mig_data.synth.generate import make_sample
 
-        samples = [make_sample(cfg, args.seed, args.split, "free_form", i, out) for i in range(args.n)]
+        samples = [make_sample(synth, cfg.seed, "train", "free_form", i, out) for i in range(n)]
     else:
-        if not args.model_path:
-            ap.error("--teacher model needs --model-path (a local Hugging Face folder)")
-        model_cfg = OmegaConf.structured(ModelConfig(name="teacher", family=args.family, pretrained=True,
-                                                     path=args.model_path, dtype=args.dtype))
-        teacher = ModelQATeacher(model_cfg, args.model_path, temperature=args.temperature,
-                                 max_new_tokens=args.max_new_tokens)
-        samples, dropped = model_teacher_samples(cfg, teacher, args.seed, args.split, args.n, out)
+        teacher = FreeFormModelTeacher(model_teacher(teacher_cfg, cfg.model))
+        samples, dropped = model_teacher_samples(synth, teacher, cfg.seed, "train", n, out)
         stats.update(turns=dict(teacher.stats), dropped=dict(dropped))
     stats["samples"] = len(samples)
     write_sharegpt(samples, out / "free_form.json", root=out)
     atomic_write_json(out / "stats.json", stats)
-    print(json.dumps(stats))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    log.info("free-form data: %s", json.dumps(stats))
+    return stats
