@@ -20,7 +20,7 @@ Responses are read inside the last `<answer>...</answer>` block when there is on
 reasoning output), else whole; a MIRG answer that names only a `<bbox_id>[N-M]</bbox_id>` is read as
 that id's definition in the think part (`resolve_bbox_id`). Checked against the published
 `extract_bbox` + `calculate_iou` (side by side on 192,275 random responses mixing every syntax,
-several boxes, floats, values over 1000 and garbage: 0 IoU differences); `tests/test_boxes.py` pins
+several boxes, floats, values over 1000 and garbage: 0 IoU differences); `tests/mig_lab/test_boxes.py` pins
 each rule on hand-made responses.
 
 Box codecs per model family: how a normalised box is written in a model's text, and read back.

@@ -48,4 +48,6 @@ for run in ("fsdp_sft", "fsdp_grpo", "ddp_sft"):
             print(f"ok   {run}/{name}: export reloaded by from_pretrained ({n / 1e9:.2f}B params, "
                   f"{time.time() - t0:.0f} s); summary {json.dumps({k: v for k, v in s['summary'].items() if not isinstance(v, (list, dict))})}")
 PY
+echo "== pytest -m gpu (the tests that need CUDA)"
+$PY -m pytest -m gpu -q -p no:cacheprovider || status=1
 exit $status

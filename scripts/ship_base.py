@@ -5,7 +5,7 @@
 copies the final sft stage's model folder (safetensors, config, tokenizer, processor) into the
 package and writes `recipe.json` beside it: the command that rebuilds the weights, every stage's
 cache key, training time and steps, the held-out metrics, and `check` - Acc@0.5 on the first
-`--check` held-out samples, which tests/test_tiny_base.py re-measures on the committed weights.
+`--check` held-out samples, which tests/mig_models/test_tiny_base.py re-measures on the committed weights.
 """
 
 from __future__ import annotations

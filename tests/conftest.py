@@ -49,3 +49,15 @@ def synth_data(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_cfg(tmp_path) -> DictConfig:
     return compose_cfg(["logger=csv", "fabric=cpu"], tmp_path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.gpu` tests need CUDA: skipped, with the reason shown, on a machine without it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (make gpu-check on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -21,7 +21,7 @@ from mig_lab.runner import run
 from mig_models.merging import load_folder_state
 from mig_rl.schedule import warmup_cosine_factor
 from mig_rl.sft import total_steps, warmup_steps
-from tests.conftest import compose_cfg
+from tests.conftest import REPO, compose_cfg
 
 TEN_TASKS = ["diff", "view_diff", "common_object", "object_tracking", "multi_view", "region", "refer_grounding",
              "group_grounding", "reasoning", "correspondence"]
@@ -282,7 +282,7 @@ def test_table9_multi_task_separate_and_merging(table_cache, tmp_path):
 
 def test_every_migician_experiment_composes_at_both_scales(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    for path in sorted((Path(__file__).resolve().parent.parent / "experiments").glob("migician*.yaml")):
+    for path in sorted((REPO / "experiments").glob("migician*.yaml")):
         recipe = "migician_eval" if "override /recipe: migician_eval" in path.read_text() else "migician"
         for extra in ([], [f"recipe={recipe}_7b", f"model.path={tmp_path}"]):
             cfg = compose_cfg([f"experiment={path.stem}", *extra])

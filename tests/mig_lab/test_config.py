@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+import subprocess
+import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from mig_lab.config import ConfigError, validate
@@ -20,22 +23,47 @@ def test_experiments_folder_is_the_experiment_group():
     assert "smoke" in EXPERIMENTS
 
 
+def header_command(name: str) -> list[str]:
+    """The overrides of the `# Command:` line an experiment file starts with (after `python run.py`)."""
+    lines = (REPO / "experiments" / f"{name}.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_" and lines[1].startswith("# Command:"), f"{name}: header"
+    assert any(line.startswith("# Reproduces:") for line in lines[:12]), f"{name}: no '# Reproduces:' line"
+    make = re.match(r"# Command:\s+make (\S+)", lines[1])
+    if make:  # the make target must run the experiment
+        target = re.search(rf"^{make.group(1)}:.*\n\t(.+)$", (REPO / "Makefile").read_text(), re.M)
+        assert target and f"run.py experiment={name}" in target.group(1), f"make {make.group(1)}"
+    found = re.search(r"python run\.py((?: [^\s(]+=[^\s)]+)+)", lines[1])
+    assert found, f"{name}: the Command line has no `python run.py ...`"
+    return found.group(1).split()
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_and_plans(name, tmp_path):
+def test_every_experiment_header_command_composes_and_plans(name, tmp_path):
+    """The command an experiment's header gives is the one that runs it: it composes, plans with distinct
+    stage keys (also debug-sized), and its report names a transcribed paper table (or none)."""
+    from mig_eval.tables import list_tables
+
+    overrides = header_command(name)
+    assert overrides[0] == f"experiment={name}"
     for debug in ("none", "tiny"):
-        cfg = compose_cfg([f"experiment={name}", f"debug={debug}"], tmp_path)
+        cfg = compose_cfg([*overrides, f"debug={debug}"], tmp_path)
         validate(cfg)
         stages = plan(cfg)
-        assert stages, name
-        assert len({p.key for p in stages}) == len(stages)
+        assert stages and len({p.key for p in stages}) == len(stages)
+        assert cfg.report.get("table") in (None, *list_tables()), cfg.report.get("table")
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_header_gives_command_and_table(name):
-    text = (REPO / "experiments" / f"{name}.yaml").read_text()
-    assert text.startswith("# @package _global_")
-    assert f"python run.py experiment={name}" in text or f"experiment={name}" in text
-    assert "# Reproduces:" in text
+def test_run_py_prints_the_config_the_tests_compose():
+    """`python run.py experiment=<name> --cfg job` (what a user inspects) is the config the runner plans."""
+    for name in ("smoke", "coldstart_table10", "migician_table6"):
+        out = subprocess.run([sys.executable, "run.py", f"experiment={name}", "--cfg", "job"], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        printed = OmegaConf.to_container(OmegaConf.create(out.stdout))
+        composed = OmegaConf.to_container(compose_cfg([f"experiment={name}"]))
+        for cfg in (printed, composed):
+            cfg.pop("paths")  # the run folder: Hydra's, at run time
+        assert printed == composed, name
 
 
 def test_unknown_key_on_command_line_names_it():
@@ -103,11 +131,6 @@ def test_missing_model_path_explains_how_to_set_it():
     cfg = compose_cfg(["model=qwen2_vl_7b", "model.path=/nonexistent/Qwen2-VL-7B"])
     with pytest.raises(ConfigError, match="not a local Hugging Face model folder"):
         build_model(cfg.model, seed=0)
-
-
-def test_run_py_is_only_an_entry_point():
-    text = Path(REPO / "run.py").read_text()
-    assert "@hydra.main" in text and len(text.splitlines()) < 40
 
 
 def test_a_for_each_group_writes_one_stage_set_per_row_with_typed_values(tmp_path):

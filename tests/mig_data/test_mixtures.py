@@ -15,7 +15,7 @@ from mig_data.mixtures import build_mixture, largest_remainder, mixture_counts
 from mig_lab.config import ConfigError
 from mig_lab.graph import run_stages
 from tests.conftest import compose_cfg
-from tests.data_files import write_sharegpt_dataset
+from tests.mig_data.data_files import write_sharegpt_dataset
 
 TABLE_12 = {
     "migician_stage1": {"s_understanding": 0.17, "s_grounding": 0.13, "m_understanding": 0.16,

@@ -18,7 +18,7 @@ from mig_lab.graph import run_stages
 from mig_models.builders import build_processor
 from mig_models.tokenizer import build_tokenizer
 from tests.conftest import compose_cfg
-from tests.data_files import MULTI_TURN, sharegpt_records, write_coco_dataset, write_sharegpt_dataset
+from tests.mig_data.data_files import MULTI_TURN, sharegpt_records, write_coco_dataset, write_sharegpt_dataset
 
 
 def _processor(family: str):

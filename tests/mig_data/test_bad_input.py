@@ -19,7 +19,13 @@ from mig_lab.graph import run_stages
 from mig_models.builders import build_processor
 from mig_models.tokenizer import build_tokenizer
 from tests.conftest import compose_cfg
-from tests.data_files import MULTI_TURN, coco_instances, write_coco_dataset, write_corrupt_image, write_image
+from tests.mig_data.data_files import (
+    MULTI_TURN,
+    coco_instances,
+    write_coco_dataset,
+    write_corrupt_image,
+    write_image,
+)
 
 
 def good_record(i: int = 0) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from mig_data.loading import load_split
 from mig_models.builders import build_tiny
 from mig_rl import grpo
 from mig_rl.rejection import rejection_sample
-from mig_rl.rollout import completion_mask, generate_rollouts, rollout_seed, sequence_logprobs
+from mig_rl.rollout import completion_mask, generate_rollouts, sequence_logprobs
 from tests.conftest import compose_cfg
 
 RL = ["rl.steps=2", "rl.num_generations=2", "rl.batch_size=2", "rl.max_new_tokens=6", "rl.ckpt_every=1",
@@ -35,13 +36,46 @@ def test_rollouts_are_seeded_per_sample_not_per_batch(synth_data):
     together = generate_rollouts(model, processor, "qwen2_vl", samples[:2], [0, 1], 2, 6, 1.0, 1.0, seed=0, step=3)
     alone = generate_rollouts(model, processor, "qwen2_vl", samples[1:2], [1], 2, 6, 1.0, 1.0, seed=0, step=3)
     assert together.texts[2:] == alone.texts  # sample 1's rollouts don't depend on its batch mates
-    other_step = generate_rollouts(model, processor, "qwen2_vl", samples[1:2], [1], 2, 6, 1.0, 1.0, seed=0, step=4)
-    assert rollout_seed(0, 3, 1) != rollout_seed(0, 4, 1)
-    assert other_step.completion_ids.shape[0] == 2
+    again = generate_rollouts(model, processor, "qwen2_vl", samples[1:2], [1], 2, 6, 1.0, 1.0, seed=0, step=3)
+    assert torch.equal(again.completion_ids, alone.completion_ids)  # reproducible: same (seed, step, sample)
+    other_steps = [generate_rollouts(model, processor, "qwen2_vl", samples[1:2], [1], 2, 6, 1.0, 1.0, seed=0,
+                                     step=s).texts for s in (4, 5, 6)]
+    assert any(t != alone.texts for t in other_steps)  # a new step draws new rollouts
     # log-probs of the sampled tokens are finite and the mask covers at least one token per row
     logp = sequence_logprobs(model, together)
     assert logp.shape == together.completion_ids.shape and torch.isfinite(logp).all()
     assert (together.completion_mask.sum(1) >= 1).all()
+
+
+def test_one_grpo_step_moves_the_policy_up_the_advantage(synth_data, tmp_path, monkeypatch):
+    """The loop end to end, checked against the policy gradient: regenerate step 0's rollouts (seeded by
+    step and sample), score them with a reward that varies (shorter is better), and compare their log-probs
+    under the initial policy and under the policy after one GRPO step. A loop that skips the update, flips
+    the loss sign, zeroes or misorders the advantages or mixes up rollouts fails here."""
+    from mig_data.sampler import ResumableBatchSampler
+    from mig_models.builders import build_model
+    from mig_rl.loss import group_advantages
+    from mig_rl.rewards import REWARDS
+
+    monkeypatch.setitem(REWARDS, "short", lambda completions, **_: [-len(c) / 50 for c in completions])
+    cfg = _cfg(tmp_path, "rl.steps=1", "rl.kl_beta=0", "rl.lr=1e-4", "rl.warmup_steps=0", "rl.num_generations=4",
+               "rl.max_new_tokens=12", "rl.rewards.iou=0", "rl.rewards.format=0", "+rl.rewards.short=1.0")
+    grpo.setup(cfg, synth_data, tmp_path / "step")
+    rl = cfg.rl
+    before, processor = build_model(cfg.model, seed=cfg.seed)
+    after, _ = build_model(cfg.model, seed=cfg.seed, path=tmp_path / "step" / "model")
+    samples = [s for s in load_split(synth_data, rl.split) if s.answer is not None]
+    idx = ResumableBatchSampler(len(samples), rl.batch_size, seed=cfg.seed).batch(0)
+    r = generate_rollouts(before, processor, "qwen2_vl", [samples[i] for i in idx], idx, rl.num_generations,
+                          rl.max_new_tokens, rl.temperature, rl.top_p, cfg.seed, 0, cfg.model.system_prompt)
+    adv = group_advantages(torch.tensor([-len(t) / 50 for t in r.texts]), rl.num_generations)  # [N]
+    assert adv.abs().sum() > 0, "the rewards must differ within a group for this test to mean anything"
+    with torch.no_grad():
+        delta = sequence_logprobs(after, r, rl.temperature) - sequence_logprobs(before, r, rl.temperature)  # [N, C]
+    mask = r.completion_mask.float()
+    per_seq = (delta * mask).sum(1) / mask.sum(1)  # [N] mean log-prob change per completion
+    assert (adv * per_seq).sum() > 0, "the update must raise the log-prob of above-average completions"
+    assert not torch.allclose(per_seq, torch.zeros_like(per_seq)), "the policy did not move"
 
 
 def test_grpo_runs_logs_and_resumes_exactly(synth_data, tmp_path):
@@ -83,9 +117,21 @@ def test_rejection_sampling_accounts_for_every_prompt(synth_data):
     kept, stats = rejection_sample(model, processor, "qwen2_vl", samples, k=3, temperature=1.0, top_p=1.0,
                                    max_new_tokens=6, seed=0)
     assert stats["prompts"] == 4 and stats["k"] == 3
-    assert stats["kept"] + stats["all_right"] + stats["all_wrong"] == 4
+    assert stats["kept"] + stats["all_right"] + stats["all_wrong"] == 4 and len(kept) == stats["kept"]
     assert all(0 < s.meta["rs_correct"] < 3 for s in kept)
     json.dumps(stats)
+
+
+def test_rejection_keeps_exactly_the_prompts_answered_partly_right(synth_data):
+    """With a known answer per prompt the rule is checkable: a prompt stays iff 0 < correct < k."""
+    cfg = compose_cfg([])
+    model, processor = build_tiny(cfg.model, seed=0)
+    samples = load_split(synth_data, "train")[:6]
+    # answers the tiny model cannot hit: every prompt is all wrong, none is kept
+    far = [dataclasses.replace(s, answer=[0.0, 0.0, 0.001, 0.001]) for s in samples[:3]]
+    kept, stats = rejection_sample(model, processor, "qwen2_vl", far, k=2, temperature=1.0, top_p=1.0,
+                                   max_new_tokens=6, seed=0)
+    assert kept == [] and stats["all_wrong"] == 3 and stats["kept"] == 0
 
 
 def test_wandb_gets_rollout_table_and_box_images(synth_data, tmp_path, monkeypatch):
