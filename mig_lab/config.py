@@ -166,7 +166,7 @@ class TrainConfig:
 # -------------------------------------------------------------------------------------------- rl
 @dataclass
 class RLConfig:
-    steps: int = 100
+    max_steps: int = 100  # optimizer steps (as train.max_steps)
     batch_size: int = 2  # global batch: prompts per optimizer step over all ranks (G rollouts each)
     micro_batch_size: Optional[int] = None  # prompts per rank per rollout micro-batch; None = batch_size / world
     num_generations: int = 8  # G rollouts per prompt

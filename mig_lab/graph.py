@@ -59,7 +59,7 @@ def apply_debug_caps(cfg: DictConfig) -> None:
     cfg.eval.max_samples = min(cfg.eval.max_samples or d.n_eval, d.n_eval)
     cfg.eval.max_new_tokens = min(cfg.eval.max_new_tokens, d.max_new_tokens)
     cfg.eval.batch_size = min(cfg.eval.batch_size, d.batch_size * 2)
-    cfg.rl.steps = min(cfg.rl.steps, d.rl_steps)
+    cfg.rl.max_steps = min(cfg.rl.max_steps, d.rl_steps)
     cfg.rl.num_generations = min(cfg.rl.num_generations, d.num_generations)
     cfg.rl.max_new_tokens = min(cfg.rl.max_new_tokens, d.max_new_tokens)
     cfg.rl.batch_size = min(cfg.rl.batch_size, d.batch_size)

@@ -66,7 +66,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     if rl.kl_beta != 0 and not lora:
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
     fabric.print(f"GRPO ({cfg.train.mode} policy): {count_parameters(policy, True) / 1e6:.3f}M trainable; "
-                 f"{len(samples)} prompts; G={rl.num_generations}; beta={rl.kl_beta}; {rl.steps} steps")
+                 f"{len(samples)} prompts; G={rl.num_generations}; beta={rl.kl_beta}; {rl.max_steps} steps")
 
     only_params = trainable_names(policy) if lora else None
     policy = fabric.setup_module(policy)  # first: FSDP replaces the parameters the optimizer must hold
@@ -74,7 +74,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=rl.lr, weight_decay=0.0))
     if reference is not None:
         reference = setup_frozen(fabric, reference)  # never wrapped in DDP; sharded under FSDP
-    updates = rl.steps * rl.mu
+    updates = rl.max_steps * rl.mu
     scheduler = warmup_cosine(optimizer, rl.warmup_steps, updates, min_lr_ratio=1.0)  # constant after warmup
     state = {"model": policy, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0}
     ckpt_root = out_dir / "checkpoints"
@@ -86,8 +86,8 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     record = run_record(cfg, stage="grpo")
     history: list[dict] = []
 
-    bar = progress(total=rl.steps, initial=state["step"], desc="grpo", rank_zero=fabric.global_rank == 0)
-    while state["step"] < rl.steps:
+    bar = progress(total=rl.max_steps, initial=state["step"], desc="grpo", rank_zero=fabric.global_rank == 0)
+    while state["step"] < rl.max_steps:
         if stop_at_step is not None and state["step"] >= stop_at_step:
             break
         t0 = time.perf_counter()
@@ -136,15 +136,15 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         metrics = step_metrics(gather_objects(rollout_summary(buffer)), mean_over_ranks(dict(stats)), gen_time,
                                time.perf_counter() - t0, scheduler.get_last_lr()[0])
         history.append({"step": state["step"], **metrics})
-        if state["step"] % rl.log_every == 0 or state["step"] == rl.steps:
+        if state["step"] % rl.log_every == 0 or state["step"] == rl.max_steps:
             fabric.log_dict(metrics, step=state["step"])
             bar.set_postfix(reward=f"{metrics['reward/total']:.3f}")
             if bar.disable and fabric.global_rank == 0:
-                log.info("grpo step %d/%d reward %.4f kl %.4f len %.1f", state["step"], rl.steps,
+                log.info("grpo step %d/%d reward %.4f kl %.4f len %.1f", state["step"], rl.max_steps,
                          metrics["reward/total"], metrics.get("train/kl", 0.0), metrics["completion/mean_length"])
-        if state["step"] % max(1, rl.steps // 4) == 0 or state["step"] == rl.steps:
+        if state["step"] % max(1, rl.max_steps // 4) == 0 or state["step"] == rl.max_steps:
             _log_samples(fabric, buffer[0].rollouts, buffer[0].total, state["step"], convention)
-        if state["step"] % rl.ckpt_every == 0 or state["step"] == rl.steps:
+        if state["step"] % rl.ckpt_every == 0 or state["step"] == rl.max_steps:
             save_checkpoint(fabric, ckpt_root, state["step"], state, record, only_params=only_params)
     bar.close()
 
@@ -153,7 +153,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                "reference": "none" if rl.kl_beta == 0 else ("adapters_disabled" if lora else "frozen_copy")}
     if history:
         summary.update(first_reward=history[0]["reward/total"], final_reward=history[-1]["reward/total"])
-    if state["step"] >= rl.steps:
+    if state["step"] >= rl.max_steps:
         export_model(fabric, policy, processor, out_dir, lora, record,
                      rebuild=lambda: build_trainable(cfg, init_model, lora)[0])
         summary["model_dir"] = str(out_dir / "model")

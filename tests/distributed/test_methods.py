@@ -20,7 +20,7 @@ from tests.conftest import compose_cfg
 DDP = ["logger=csv", "fabric=cpu", "fabric.devices=2", "fabric.strategy=ddp"]
 GRPO = ["model=tiny_base", "data.synth.tasks=[single_grounding]", "data.synth.min_objects=2",
         "data.synth.max_objects=4", "data.synth.n_train=16", "data.synth.n_eval=4", "train.mode=full",
-        "rl.steps=3", "rl.batch_size=4", "rl.num_generations=4", "rl.temperature=1.0", "rl.max_new_tokens=24",
+        "rl.max_steps=3", "rl.batch_size=4", "rl.num_generations=4", "rl.temperature=1.0", "rl.max_new_tokens=24",
         "rl.lr=2e-4", "rl.kl_beta=0.04", "rl.rewards={iou: 1.0, format: 0.0}", "rl.ckpt_every=100",
         "name=grpo_ddp"]
 

@@ -16,7 +16,7 @@ from mig_rl.rejection import rejection_sample
 from mig_rl.rollout import completion_mask, generate_rollouts, sequence_logprobs
 from tests.conftest import compose_cfg
 
-RL = ["rl.steps=2", "rl.num_generations=2", "rl.batch_size=2", "rl.max_new_tokens=6", "rl.ckpt_every=1",
+RL = ["rl.max_steps=2", "rl.num_generations=2", "rl.batch_size=2", "rl.max_new_tokens=6", "rl.ckpt_every=1",
       "rl.log_every=1", "rl.temperature=1.0"]
 
 
@@ -58,7 +58,7 @@ def test_one_grpo_step_moves_the_policy_up_the_advantage(synth_data, tmp_path, m
     from mig_rl.rewards import REWARDS
 
     monkeypatch.setitem(REWARDS, "short", lambda completions, **_: [-len(c) / 50 for c in completions])
-    cfg = _cfg(tmp_path, "rl.steps=1", "rl.kl_beta=0", "rl.lr=1e-4", "rl.warmup_steps=0", "rl.num_generations=4",
+    cfg = _cfg(tmp_path, "rl.max_steps=1", "rl.kl_beta=0", "rl.lr=1e-4", "rl.warmup_steps=0", "rl.num_generations=4",
                "rl.max_new_tokens=12", "rl.rewards.iou=0", "rl.rewards.format=0", "+rl.rewards.short=1.0")
     grpo.setup(cfg, synth_data, tmp_path / "step")
     rl = cfg.rl
@@ -97,7 +97,7 @@ def test_grpo_runs_logs_and_resumes_exactly(synth_data, tmp_path):
 
 
 def test_lora_policy_reference_is_the_base_with_adapters_disabled(synth_data, tmp_path):
-    summary = grpo.setup(_cfg(tmp_path, "train.mode=lora", "rl.kl_beta=0.5", "rl.steps=1"), synth_data,
+    summary = grpo.setup(_cfg(tmp_path, "train.mode=lora", "rl.kl_beta=0.5", "rl.max_steps=1"), synth_data,
                          tmp_path / "lora")
     assert summary["reference"] == "adapters_disabled"
     # LoRA B starts at zero: before the first update the policy equals its reference, so KL is exactly 0
@@ -106,7 +106,7 @@ def test_lora_policy_reference_is_the_base_with_adapters_disabled(synth_data, tm
 
 
 def test_kl_beta_zero_uses_no_reference(synth_data, tmp_path):
-    summary = grpo.setup(_cfg(tmp_path, "rl.kl_beta=0", "rl.steps=1"), synth_data, tmp_path / "nokl")
+    summary = grpo.setup(_cfg(tmp_path, "rl.kl_beta=0", "rl.max_steps=1"), synth_data, tmp_path / "nokl")
     assert summary["reference"] == "none" and summary["kl_curve"] == [0.0]
 
 
@@ -136,7 +136,7 @@ def test_rejection_keeps_exactly_the_prompts_answered_partly_right(synth_data):
 
 def test_wandb_gets_rollout_table_and_box_images(synth_data, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = compose_cfg(["logger=wandb", "logger.mode=offline", "fabric=cpu", *RL, "rl.steps=1"], tmp_path)
+    cfg = compose_cfg(["logger=wandb", "logger.mode=offline", "fabric=cpu", *RL, "rl.max_steps=1"], tmp_path)
     grpo.setup(cfg, synth_data, tmp_path / "wb")
     tables = list((tmp_path / "wb").rglob("media/table/rollouts/*.table.json"))
     assert tables, "no rollout table in the offline W&B run"
@@ -158,7 +158,7 @@ def test_mean_reward_rises_over_a_short_run_from_the_tiny_base(tmp_path):
     synth = compose_cfg(["data.synth.tasks=[single_grounding]", "data.synth.min_objects=2",
                          "data.synth.max_objects=4", "data.synth.n_train=64"]).data.synth
     generate_split(synth, seed=0, split="train", out_dir=data)
-    cfg = compose_cfg(["model=tiny_base", "logger=csv", "fabric=cpu", "rl.steps=30", "rl.batch_size=4",
+    cfg = compose_cfg(["model=tiny_base", "logger=csv", "fabric=cpu", "rl.max_steps=30", "rl.batch_size=4",
                        "rl.num_generations=8", "rl.temperature=1.0", "rl.max_new_tokens=24", "rl.lr=2e-4",
                        "rl.kl_beta=0", "rl.rewards={iou: 1.0, format: 0.0}", "rl.ckpt_every=100"], tmp_path)
     summary = grpo.setup(cfg, data, tmp_path / "rl")
