@@ -1,7 +1,6 @@
-"""MIG Lab glue: typed configs, the stage graph, run records and loggers.
-
-The research code lives in `mig_data`, `mig_models`, `mig_rl` and `mig_eval`; this package only
-holds what every entry point shares.
+"""MIG Lab's core, the bottom layer: typed configs, box text, the stage graph and its one registry of stage
+kinds, the rank-aware runner, Fabric set-up, records and loggers. It imports no other mig_* package (the
+research code lives in `mig_models`, `mig_data`, `mig_eval` and `mig_rl`; README "Layout").
 """
 
 import os
