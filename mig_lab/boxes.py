@@ -57,6 +57,7 @@ MIGICIAN_PATTERNS: list[re.Pattern] = [
 ]
 # Canonical, well-formed answers of each family.
 QWEN2_BOX = re.compile(r"<\|box_start\|>\((\d+),(\d+)\),\((\d+),(\d+)\)<\|box_end\|>")
+GRID_JSON_BOX = re.compile(r"\{\s*\"bbox_2d\"\s*:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]\s*\}")
 BBOX_2D = re.compile(r"\"bbox_2d\"\s*:\s*\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,"
                      r"\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
 ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -324,11 +325,11 @@ class Qwen25VLBoxCodec:
                               use_answer_block=False).box
 
     def transcode(self, text: str, image_hws: Sequence[ImageHW], default_image: int = 0) -> str:
-        """Rewrite every canonical Qwen2-VL box in `text` as this family's box, each with the size
-        of its own image: the image named most recently before it (`Image-N` or `<bbox_id>[N-M]`),
-        else `default_image`."""
+        """Rewrite every canonical box in `text` (stored data: Qwen2-VL boxes and `{"bbox_2d": [...]}` JSON,
+        both on the 0-1000 grid) as this family's box in absolute pixels, each with the size of its own
+        image: the image named most recently before it (`Image-N` or `<bbox_id>[N-M]`), else `default_image`."""
         out, last = [], 0
-        for m in QWEN2_BOX.finditer(text):
+        for m in sorted([*QWEN2_BOX.finditer(text), *GRID_JSON_BOX.finditer(text)], key=lambda m: m.start()):
             img = image_named_before(text, m.start())
             img = img if img is not None and 0 <= img < len(image_hws) else default_image
             out.append(text[last:m.start()])

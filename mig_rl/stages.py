@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 @stage_kind("sft", reads=("seed", "model", "data.on_error", "train", "fabric"), ranks="all", needs=("data",),
-            batch="train", trains=True, checks=(check_model_source,))
+            batch="train", trains=True, checks=(check_model_source,),
+            version=2)  # 2: Qwen2.5-VL targets turn canonical JSON boxes into pixels too (issue 15, item 1)
 def sft_stage(ctx: StageContext) -> dict:
     """Fine-tune on the `data` input's train split, from the `model` input (or `model` config)."""
     init = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None

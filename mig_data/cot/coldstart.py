@@ -153,7 +153,8 @@ def with_cot_instruction(s: Sample, response: str | None = None) -> Sample:
     return dataclasses.replace(s, question=s.question + COT_INSTRUCTION, need_format=False, response=response)
 
 
-@stage_kind("make_cot_data", reads=("seed", "cot", "data.on_error"), version=1, needs=("data",), checks=(check_teacher,))
+@stage_kind("make_cot_data", reads=("seed", "cot", "data.on_error"), version=2, needs=("data",),
+            checks=(check_teacher,))  # 2: a model teacher is asked without the contradicting format prompt
 def make_cot_data(ctx: StageContext) -> dict:
     """From the `data` input write: `train.json` (teacher CoT answers that pass the consistency filter),
     `rl.json` (held-out train prompts for RL, CoT-instructed, no text) and `eval.json` (CoT-instructed)."""

@@ -12,6 +12,7 @@ kinds of implementation, chosen by `cot.teacher.kind`:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,13 +38,18 @@ class ModelTeacher:
         self.instruction, self.temperature = instruction, temperature
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
+    def asked(self, samples: list[Sample]) -> list[Sample]:
+        """The samples as the teacher is asked them: an instruction replaces the format prompt (whose "Don't
+        generate additional words" would contradict a request to reason first)."""
+        return [dataclasses.replace(s, need_format=False) for s in samples] if self.instruction else list(samples)
+
     def respond(self, samples: list[Sample], k: int, seed: int) -> list[list[str]]:
         from mig_data.collate import generation_batch
         from mig_models.generation import generate
 
         out: list[list[str]] = []
         for start in range(0, len(samples), self.batch_size):
-            chunk = samples[start:start + self.batch_size]
+            chunk = self.asked(samples[start:start + self.batch_size])
             questions = [s.question + self.instruction for s in chunk]
             batch, _ = generation_batch(self.processor, self.family, chunk, questions=questions)
             texts, _ = generate(self.model, self.processor.tokenizer, batch, self.max_new_tokens,
