@@ -339,6 +339,21 @@ class Qwen25VLBoxCodec:
         return "".join(out)
 
 
+def pixel_json_to_grid(text: str, image_hws: Sequence[ImageHW], default_image: int = 0) -> str:
+    """The inverse of the Qwen2.5-VL transcode for JSON boxes: every `{"bbox_2d": [...]}` in absolute pixels of
+    its own image (the image named most recently before it, else `default_image`) -> the canonical 0-1000 grid,
+    so text a Qwen2.5-VL teacher wrote is stored like every other (and transcoded for each student family)."""
+    out, last = [], 0
+    for m in BBOX_2D.finditer(text):
+        img = image_named_before(text, m.start())
+        img = img if img is not None and 0 <= img < len(image_hws) else default_image
+        box = pixels_to_unit([float(v) for v in m.groups()], image_hws[img])
+        out += [text[last:m.start()], '"bbox_2d": ' + json.dumps(list(to_grid(box)))]
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
 CODECS = {"qwen2_vl": Qwen2VLBoxCodec(), "qwen2_5_vl": Qwen25VLBoxCodec()}
 
 

@@ -23,7 +23,7 @@ from mig_data.cot.teachers import Teacher, check_teacher, model_teacher
 from mig_data.formats.mig_bench import write_mig_bench
 from mig_data.loading import load_split
 from mig_data.schema import Sample, scene_objects
-from mig_lab.boxes import iou, parse_response, to_grid
+from mig_lab.boxes import iou, parse_response, pixel_json_to_grid, to_grid
 from mig_lab.records import atomic_write_json
 from mig_lab.stage_kind import StageContext, stage_kind
 
@@ -77,6 +77,8 @@ def oracle_cot(sample: Sample, name: str, box: list[float], image: int) -> str:
 class OracleTeacher:
     """Writes `<think>...</think><answer>{"bbox_2d": [...]}</answer>` from the sample's ground truth."""
 
+    convention = "qwen2_vl"  # canonical JSON boxes on the 0-1000 grid
+
     def __init__(self, noise: float = 0.0):
         self.noise = noise
 
@@ -123,21 +125,28 @@ def make_teacher(cfg: Any, model_cfg: Any) -> Teacher:
     return OracleTeacher(noise=cfg.noise)
 
 
-def response_correct(sample: Sample, response: str, convention: str = "qwen2_vl", threshold: float = 0.5) -> bool:
-    parsed = parse_response(response, convention, default_image=sample.answer_image or 0)
+def response_correct(sample: Sample, response: str, convention: str = "qwen2_vl", threshold: float = 0.5,
+                     image_sizes: Optional[list] = None) -> bool:
+    """Scored as evaluation scores: in the teacher's box convention, with the image sizes it saw."""
+    parsed = parse_response(response, convention, image_sizes=image_sizes, default_image=sample.answer_image or 0)
     return sample.answer is not None and iou(sample.answer, parsed.box) >= threshold
 
 
-def consistency_filter(samples: list[Sample], responses: list[list[str]], threshold: float = 0.5
+def consistency_filter(samples: list[Sample], responses: list[list[str]], threshold: float = 0.5,
+                       convention: str = "qwen2_vl", image_sizes: Optional[dict[str, list]] = None
                        ) -> tuple[list[tuple[Sample, str]], dict]:
-    """Keep (sample, first response) where all of the sample's responses are right; count the rest."""
+    """Keep (sample, first response) where all of the sample's responses are right; count the rest.
+    The kept response is stored canonical (boxes on the 0-1000 grid) whatever the teacher's convention."""
     if len(samples) != len(responses):
         raise ValueError(f"{len(samples)} samples but {len(responses)} response lists")
     kept, dropped = [], Counter()
     for s, answers in zip(samples, responses):
-        n_right = sum(response_correct(s, a, threshold=threshold) for a in answers)
+        sizes = (image_sizes or {}).get(s.id)
+        n_right = sum(response_correct(s, a, convention, threshold, sizes) for a in answers)
         if answers and n_right == len(answers):
-            kept.append((s, answers[0]))
+            first = answers[0] if convention != "qwen2_5_vl" else pixel_json_to_grid(answers[0], sizes or [],
+                                                                                    s.answer_image or 0)
+            kept.append((s, first))
         else:
             dropped[s.task] += 1
     stats = {"samples": len(samples), "kept": len(kept), "kept_fraction": len(kept) / max(1, len(samples)),
@@ -154,7 +163,7 @@ def with_cot_instruction(s: Sample, response: str | None = None) -> Sample:
 
 
 @stage_kind("make_cot_data", reads=("seed", "cot", "data.on_error"), version=2, needs=("data",),
-            checks=(check_teacher,))  # 2: a model teacher is asked without the contradicting format prompt
+            checks=(check_teacher,))  # 2: model teachers: no contradicting format prompt; pixel answers read right
 def make_cot_data(ctx: StageContext) -> dict:
     """From the `data` input write: `train.json` (teacher CoT answers that pass the consistency filter),
     `rl.json` (held-out train prompts for RL, CoT-instructed, no text) and `eval.json` (CoT-instructed)."""
@@ -169,7 +178,8 @@ def make_cot_data(ctx: StageContext) -> dict:
 
     teacher = make_teacher(cot.teacher, cfg.model)
     responses = teacher.respond(sft_pool, cot.teacher.samples, seed=cfg.seed)
-    kept, stats = consistency_filter(sft_pool, responses)
+    kept, stats = consistency_filter(sft_pool, responses, convention=teacher.convention,
+                                     image_sizes=getattr(teacher, "image_sizes", None))
     log.info("CoT data: teacher %s kept %d of %d samples (all %d responses right)", cot.teacher.kind,
              stats["kept"], stats["samples"], cot.teacher.samples)
     write_mig_bench([with_cot_instruction(s, r) for s, r in kept], ctx.out_dir / "train.json", root=ctx.out_dir)

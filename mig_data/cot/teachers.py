@@ -23,6 +23,8 @@ from mig_lab.config import ConfigError
 
 
 class Teacher(Protocol):
+    convention: str  # the box convention of its responses ("qwen2_vl": 0-1000; "qwen2_5_vl": pixels)
+
     def respond(self, samples: list[Sample], k: int, seed: int) -> list[list[str]]: ...
 
 
@@ -37,6 +39,8 @@ class ModelTeacher:
         self.family = model_cfg.family
         self.instruction, self.temperature = instruction, temperature
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.convention = self.family  # its boxes: 0-1000 (Qwen2-VL) or pixels of the resized image (Qwen2.5-VL)
+        self.image_sizes: dict[str, list] = {}  # sample id -> per-image (h, w) it saw, to read its pixel boxes
 
     def asked(self, samples: list[Sample]) -> list[Sample]:
         """The samples as the teacher is asked them: an instruction replaces the format prompt (whose "Don't
@@ -51,7 +55,8 @@ class ModelTeacher:
         for start in range(0, len(samples), self.batch_size):
             chunk = self.asked(samples[start:start + self.batch_size])
             questions = [s.question + self.instruction for s in chunk]
-            batch, _ = generation_batch(self.processor, self.family, chunk, questions=questions)
+            batch, hws = generation_batch(self.processor, self.family, chunk, questions=questions)
+            self.image_sizes.update({s.id: h for s, h in zip(chunk, hws)})
             texts, _ = generate(self.model, self.processor.tokenizer, batch, self.max_new_tokens,
                                 do_sample=self.temperature > 0,
                                 temperature=self.temperature, num_return_sequences=k, seed=seed + start)

@@ -56,3 +56,29 @@ def test_a_model_teacher_asked_for_cot_gets_no_contradicting_format_prompt(synth
     assert text.endswith(COT_INSTRUCTION) and "Don't generate additional words" not in text
     plain = ModelTeacher(cfg, str(tmp_path / "teacher"))  # no instruction: the native format prompt stays
     assert plain.asked([s])[0].need_format
+
+
+def test_the_consistency_filter_reads_a_qwen25_teacher_in_pixels_and_stores_canonical_text(synth_data):
+    """A Qwen2.5-VL teacher answers in absolute pixels of each image as it saw it: the filter must score those
+    (with the sizes) and store the kept answer on the canonical grid, which each student family then
+    transcodes (here back to the same pixels, and to Qwen2-VL's 0-1000)."""
+    from mig_data.cot.coldstart import consistency_filter
+    from mig_lab.boxes import codec_for
+
+    _, processor = build_tiny(compose_cfg(["model=tiny_qwen2_5_vl"]).model, seed=0)
+    samples = [s for s in load_split(synth_data, "train") if s.answer is not None][:4]
+    sizes = {s.id: image_hws([load_image(p, s.id) for p in s.images], processor) for s in samples}
+    q25 = codec_for("qwen2_5_vl")
+
+    def answer(s):
+        k = s.answer_image or 0
+        return f"<think>It is in Image-{k + 1}.</think><answer>{q25.encode(tuple(s.answer), sizes[s.id][k])}</answer>"
+
+    responses = [[answer(s)] * 4 for s in samples]
+    kept, stats = consistency_filter(samples, responses, convention="qwen2_5_vl", image_sizes=sizes)
+    assert stats["kept"] == len(samples), stats  # read as pixels: every answer is right
+    for s, text in kept:
+        k = s.answer_image or 0
+        assert iou(parse_response(text, "qwen2_vl").box, s.answer) > 0.9  # canonical 0-1000 grid now
+        back = target_text(with_cot_instruction(s, text), "qwen2_5_vl", sizes[s.id])
+        assert iou(parse_response(back, "qwen2_5_vl", image_sizes=sizes[s.id], default_image=k).box, s.answer) > 0.9
