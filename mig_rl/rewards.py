@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from mig_data.cot.trajectory import trajectory_errors
-from mig_lab.boxes import answer_text, image_index, iou, is_think_answer, json_box_in_answer, parse_response
+from mig_lab.boxes import iou, is_think_answer, json_box_in_answer, parse_response
 from mig_lab.config import ConfigError
 
 RewardFn = Callable[..., list[Optional[float]]]
@@ -56,12 +56,15 @@ def format_reward(completions: Sequence[str], **_) -> list[Optional[float]]:
 
 
 @reward("image")
-def image_reward(completions: Sequence[str], answer_image: Sequence, **_) -> list[Optional[float]]:
-    """MIRG-RL r_img: 1 when the answer's image index (its `<bbox_id>[N-M]` or `Image-N`) is the ground
-    truth's, else 0 (mirg_rl.txt eq. 2)."""
+def image_reward(completions: Sequence[str], answer_image: Sequence, convention: Sequence[str],
+                 image_sizes: Sequence, **_) -> list[Optional[float]]:
+    """MIRG-RL r_img: 1 when the answer's image is the ground truth's, else 0 (mirg_rl.txt eq. 2). The answer's
+    image is the one the scorer gives the scored box (`mig_lab.boxes.parse_response(...).image`, one rule for
+    both): the image named most recently before the box (`<bbox_id>[N-M]` or `Image-N`), else the first image
+    the answer names; an answer without a box: the first image it names; none named: 0."""
     out = []
-    for c, gt in zip(completions, answer_image):
-        out.append(None if gt is None else float(image_index(answer_text(c)) == gt))
+    for c, gt, conv, sizes in zip(completions, answer_image, convention, image_sizes):
+        out.append(None if gt is None else float(_parse(c, conv, sizes, gt).image == gt))
     return out
 
 

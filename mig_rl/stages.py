@@ -30,7 +30,8 @@ def sft_stage(ctx: StageContext) -> dict:
 @stage_kind("grpo", reads=("seed", "model", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
                       "train.freeze_vision", "train.freeze_projector",
                       "rl", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True,
-            checks=(check_model_source, check_rewards))
+            checks=(check_model_source, check_rewards),
+            version=2)  # 2: r_img names the scored box's image (issue 15 item 6)
 def grpo_stage(ctx: StageContext) -> dict:
     """GRPO from the `model` input (the merged SFT model) on the `data` input's `rl.split` prompts."""
     from mig_rl import grpo

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mig_lab.boxes import iou
+from mig_lab.boxes import iou, parse_response
 from mig_rl.rewards import REWARDS, score_rewards
 
 GT = [0.1, 0.2, 0.5, 0.6]
@@ -43,7 +43,21 @@ def test_image_reward_reads_bbox_id_or_image_mention():
     comps = ["<answer><bbox_id>[2-1]</bbox_id></answer>", "<answer>Image-1: (1,2),(3,4)</answer>",
              "<think>Image-2 has it</think><answer>(1,2),(3,4)</answer>", "Image-2: (1,2),(3,4)"]
     assert REWARDS["image"](comps, **COLS) == [1.0, 0.0, 0.0, 1.0]
-    assert REWARDS["image"](comps[:1], answer_image=[None]) == [None]
+    one = {k: v[:1] for k, v in COLS.items()}
+    assert REWARDS["image"](comps[:1], **{**one, "answer_image": [None]}) == [None]
+
+
+def test_image_reward_and_scorer_name_the_same_image():
+    """One rule for r_img and the scored box (issue 15 item 6): the image named last before the box."""
+    comps = ["<answer>Not in Image-1: Image-2 has it at <|box_start|>(100,200),(500,600)<|box_end|></answer>",
+             "<answer>Image-2 <|box_start|>(100,200),(500,600)<|box_end|> (Image-1 has a decoy)</answer>",
+             "<think><bbox_id>[2-1]</bbox_id><|box_start|>(100,200),(500,600)<|box_end|></think>"
+             "<answer><bbox_id>[2-1]</bbox_id></answer>",
+             "<answer>Image-1 and Image-2, no box</answer>"]
+    rewards = REWARDS["image"](comps, **COLS)
+    assert rewards == [1.0, 1.0, 1.0, 0.0]  # the first names Image-1 first, but its box is Image-2's
+    scored = [parse_response(c, "qwen2_vl").image for c in comps]
+    assert [float(i == 1) for i in scored] == rewards
 
 
 def test_qwen25_iou_reward_maps_pixels_through_the_answer_image():
