@@ -39,7 +39,6 @@ def evaluate_stage(ctx: StageContext) -> Optional[dict]:
 
 def _evaluate(fabric: Fabric, cfg: DictConfig, ctx: StageContext) -> Optional[dict]:
     e = cfg.eval
-    check_eval_config(e)
     samples = load_split(ctx.input("data").dir, e.split, on_error=cfg.data.on_error, tasks=e.tasks,
                          max_per_task=e.max_samples)
     path = model_dir(ctx.inputs["model"]) if "model" in ctx.inputs else None

@@ -294,6 +294,12 @@ def resized_hw(width: int, height: int, min_pixels: int, max_pixels: int,
     return int(h), int(w)
 
 
+def _image_before_or(text: str, pos: int, n_images: int, default: int) -> int:
+    """The image named most recently before `pos` when it is one of the sample's `n_images`, else `default`."""
+    img = image_named_before(text, pos)
+    return img if img is not None and 0 <= img < n_images else default
+
+
 class Qwen2VLBoxCodec:
     family = "qwen2_vl"
 
@@ -330,8 +336,7 @@ class Qwen25VLBoxCodec:
         image: the image named most recently before it (`Image-N` or `<bbox_id>[N-M]`), else `default_image`."""
         out, last = [], 0
         for m in sorted([*QWEN2_BOX.finditer(text), *GRID_JSON_BOX.finditer(text)], key=lambda m: m.start()):
-            img = image_named_before(text, m.start())
-            img = img if img is not None and 0 <= img < len(image_hws) else default_image
+            img = _image_before_or(text, m.start(), len(image_hws), default_image)
             out.append(text[last:m.start()])
             out.append(self.encode(from_grid(m.groups()), image_hws[img]))
             last = m.end()
@@ -345,8 +350,7 @@ def pixel_json_to_grid(text: str, image_hws: Sequence[ImageHW], default_image: i
     so text a Qwen2.5-VL teacher wrote is stored like every other (and transcoded for each student family)."""
     out, last = [], 0
     for m in BBOX_2D.finditer(text):
-        img = image_named_before(text, m.start())
-        img = img if img is not None and 0 <= img < len(image_hws) else default_image
+        img = _image_before_or(text, m.start(), len(image_hws), default_image)
         box = pixels_to_unit([float(v) for v in m.groups()], image_hws[img])
         out += [text[last:m.start()], '"bbox_2d": ' + json.dumps(list(to_grid(box)))]
         last = m.end()

@@ -27,6 +27,8 @@ from mig_lab.boxes import iou, parse_response, pixel_json_to_grid, to_grid
 from mig_lab.records import atomic_write_json
 from mig_lab.stage_kind import StageContext, stage_kind
 
+log = logging.getLogger(__name__)
+
 # coldstart_rl.txt 3.2: the fixed instruction appended to each question for CoT data.
 COT_INSTRUCTION = (" First output the thinking process in <think> </think> tags and then output the final "
                    "answer in <answer> </answer> tags. Output the bounding box coordinates in JSON format.")
@@ -153,8 +155,6 @@ def consistency_filter(samples: list[Sample], responses: list[list[str]], thresh
              "dropped_by_task": dict(dropped), "k": len(responses[0]) if responses else 0}
     return kept, stats
 
-
-log = logging.getLogger(__name__)
 
 
 def with_cot_instruction(s: Sample, response: str | None = None) -> Sample:

@@ -3,7 +3,7 @@ group with its captions and annotated objects and the paper's instruction (Templ
 `Q: ... A: ...` pairs. Its answers are then held to the annotations: the first box of an answer must
 lie in the image the answer names and match an annotated object there (IoU >= 0.5); that object's
 exact box replaces the teacher's, so every kept turn has exact ground truth. Pairs that fail are
-dropped and counted by reason (`ModelQATeacher.stats`), never silently.
+dropped and counted by reason (`FreeFormModelTeacher.stats`), never silently.
 
 The `make_free_form_data` stage kind writes such data (`experiment=free_form_data`): `data.synth.n_train`
 image groups as ShareGPT `free_form.json` with its images and `stats.json`. With `cot.teacher.kind=oracle`
@@ -34,7 +34,7 @@ from mig_data.cot.teachers import Teacher, check_teacher, model_teacher, teacher
 from mig_data.formats.sharegpt import write_sharegpt
 from mig_data.schema import Sample
 from mig_data.synth.free_form import QA, Group, GroupObject, build_group, free_form_item
-from mig_lab.boxes import from_grid, grid_pair_text, image_index, image_named_before, iou, qwen2_box
+from mig_lab.boxes import box_image, from_grid, grid_pair_text, iou, qwen2_box
 from mig_lab.records import atomic_write_json
 from mig_lab.stage_kind import StageContext, stage_kind
 
@@ -87,9 +87,7 @@ def ground_answer(question: str, answer: str, group: Group) -> tuple[Optional[QA
     m = ANY_BOX.search(answer)
     if m is None:
         return None, "no_box"
-    image = image_named_before(answer, m.start())
-    if image is None:
-        image = image_index(answer)
+    image = box_image(answer, m.start())  # named last before the box, else the first named (the scorer's rule)
     if image is None and len(group.objects) == 1:
         image = 0
     if image is None or not 0 <= image < len(group.objects):
