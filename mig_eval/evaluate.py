@@ -37,7 +37,7 @@ from mig_eval.answer_forms import (
 )
 from mig_eval.metrics import EvalReport, aggregate, difficulty_tier, picked_object
 from mig_lab import progress
-from mig_lab.boxes import iou, parse_response
+from mig_lab.boxes import answer_text, find_boxes_at, iou, parse_response, resolve_bbox_id
 from mig_lab.config import ConfigError
 from mig_lab.records import atomic_write_text
 from mig_models.generation import generate
@@ -46,9 +46,28 @@ log = logging.getLogger(__name__)
 
 
 def migician_y_rescale(box):
-    """The y-axis rescale Migician's published scorer applies to its own model only (opt-in)."""
+    """The y-axis rescale Migician's published scorer applies to its own model only (opt-in,
+    `eval.migician_y_rescale`): on the normalised box, y1 * 1.05 and y2 * 1.10, each capped at 0.999
+    and rounded to 3 places; x untouched. Whether a response gets it: `migician_rescales`."""
     x1, y1, x2, y2 = box
     return (x1, round(min(y1 * 1.05, 0.999), 3), x2, round(min(y2 * 1.10, 0.999), 3))
+
+
+def migician_rescales(response: str, convention: str = "qwen2_vl") -> bool:
+    """Whether Migician's scorer rescales this response's box: only when it holds exactly ONE box.
+
+    thunlp/Migician@7b868a2 `eval/MIG_bench_eval.py` `migician_eval` (L238-245) rescales
+    `prediction[1]` and `prediction[3]` inside `try: ... except: pass`. `extract_bbox` (`eval/utils.py`
+    L35-42) returns a flat [x1, y1, x2, y2] only for a single match; with several matches (of the first
+    syntax of the cascade that matches) it returns a list of boxes, `prediction[1] * 1.05` is then a
+    list times a float, the TypeError is swallowed, and `calculate_iou` (L64-65) scores the first box
+    unscaled. So a multi-box response (a polling answer with extra boxes, or any all-at-once answer
+    with two or more targets) is scored without the rescale; we do the same. Boxes are counted as they
+    are read (the answer block, a MIRG `bbox_id` resolved; the convention's syntax: the cascade for
+    Qwen2-VL). The released code has no all-at-once form and no Migician CoT path (`MIG_bench_cot.py`
+    rescales nothing); we apply this same one-box rule there. Effect on 20 fixed multi-box answers
+    (Acc@0.5: 55% rescaling every first box, 45% as Migician): tests/mig_eval/test_migician_y_rescale.py."""
+    return len(find_boxes_at(resolve_bbox_id(response, answer_text(response)), convention)) == 1
 
 
 def score_box(sample: Sample, response: str, box, image: Optional[int], box_image: Optional[int],
@@ -78,7 +97,8 @@ def score_response(sample: Sample, response: str, hws: list, convention: str,
     default = (sample.answer_image or 0) if default_image is None else default_image
     parsed = parse_response(response, convention, image_sizes=hws, default_image=default)
     box_img = parsed.image if parsed.image is not None else default
-    return score_box(sample, response, parsed.box, parsed.image, box_img, parsed.well_formed, y_rescale)
+    return score_box(sample, response, parsed.box, parsed.image, box_img, parsed.well_formed,
+                     y_rescale and migician_rescales(response, convention))
 
 
 def read_predictions(path: Path) -> dict[int, dict]:
@@ -165,7 +185,8 @@ def answer_direct(units: list[list[int]], samples: Sequence[Sample], gen, conven
         if _is_group(u, samples, form):
             members = [samples[i] for i in u]
             for i, s, (box, img, well) in zip(u, members, assign_boxes(text, members, convention, hw)):
-                rec = score_box(s, text, box, img, img, well, ecfg.migician_y_rescale)
+                rec = score_box(s, text, box, img, img, well,
+                                ecfg.migician_y_rescale and migician_rescales(text, convention))
                 recs.append({"index": i, **rec, "group": u, "prompt": prompt})
         else:
             recs.append({"index": u[0], **score_response(samples[u[0]], text, hw, convention, ecfg.migician_y_rescale)})
@@ -196,7 +217,8 @@ def answer_cot(units: list[list[int]], samples: Sequence[Sample], gen, conventio
         if k is None:
             members = [samples[i] for i in u]
             for i, m, (box, img, well) in zip(u, members, assign_boxes(text, members, convention, hw)):
-                recs.append({"index": i, **score_box(m, text, box, img, img, well, ecfg.migician_y_rescale),
+                rescale = ecfg.migician_y_rescale and migician_rescales(text, convention)
+                recs.append({"index": i, **score_box(m, text, box, img, img, well, rescale),
                              "group": u, **trace})
             continue
         recs.append({"index": u[0], **score_step2(s, text, hw, k, mode, convention, ecfg.migician_y_rescale), **trace})
@@ -209,7 +231,8 @@ def score_step2(sample: Sample, response: str, hws: list, image: int, mode: str,
     only that image (`hws` has one entry), multi-image CoT showed all (`hws` per image)."""
     if mode == "single":
         parsed = parse_response(response, convention, image_sizes=hws, default_image=0, single_image=True)
-        return score_box(sample, response, parsed.box, image, image, parsed.well_formed, y_rescale)
+        return score_box(sample, response, parsed.box, image, image, parsed.well_formed,
+                         y_rescale and migician_rescales(response, convention))
     rec = score_response(sample, response, hws, convention, y_rescale, default_image=image)
     rec["image"] = rec["image"] if rec["image"] is not None else image
     return rec

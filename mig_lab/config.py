@@ -183,6 +183,14 @@ class RLConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     rewards: dict[str, float] = field(default_factory=lambda: {"iou": 1.0, "format": 0.5})
+    # What the box rewards (iou, object, image, acc50) read when a completion has no <answer>...</answer>
+    # block: whole_text (the scorer's rule: the whole completion) | zero (no answer, no box: R1-style rewards,
+    # as VLM-R1's and R1-V's). `format`/`mirg_format` score the structure itself either way.
+    no_answer_block: str = "whole_text"
+    # Where a box that names no image (no `Image-N`, no `<bbox_id>[N-M]`) lies: answer (the ground truth's
+    # image, as MIG-Bench's scorer, which compares boxes whatever image is named) | first (image 1). It sets the
+    # image whose size maps a Qwen2.5-VL pixel box; r_img is 0 for such a box either way (it names no image).
+    unnamed_image: str = "answer"
     rejection_k: int = 8  # answers sampled per prompt by rejection sampling
     split: str = "train"  # the data split GRPO and rejection sampling draw prompts from
     log_every: int = 1
@@ -345,6 +353,8 @@ _CHOICES = {
     "rl.loss_type": ("grpo", "token"),
     "rl.adv_scale": ("group", "batch", "none"),
     "rl.resume": ("auto", "never"),
+    "rl.no_answer_block": ("whole_text", "zero"),
+    "rl.unnamed_image": ("answer", "first"),
     "eval.convention": ("auto", "qwen2_vl", "qwen2_5_vl"),
     "eval.answer_form": ("all", "polling"),
     "eval.cot": ("none", "single", "multi"),

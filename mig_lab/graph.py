@@ -177,12 +177,14 @@ def plan(cfg: DictConfig) -> list[PlannedStage]:
     for p in planned.values():
         view = {k: _select(p.cfg, k) for k in p.kind.reads}
         for dotted in (*EXECUTION_ONLY, *p.kind.ignores):
-            head, *path, last = dotted.split(".")
-            node = view.get(head)
-            for part in path:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict):
-                node.pop(last, None)
+            for read, node in view.items():  # the `reads` entry it lies under ("data" or "data.synth")
+                if not dotted.startswith(read + "."):
+                    continue
+                *path, last = dotted[len(read) + 1:].split(".")
+                for part in path:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if isinstance(node, dict):
+                    node.pop(last, None)
         if p.kind.fingerprint is not None:
             view["_fingerprint"] = p.kind.fingerprint(p.cfg)
         p.key = stable_hash({"kind": p.kind.name, "version": p.kind.version, "config": view,

@@ -100,7 +100,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                                   cfg.model.family, [samples[i] for i in idx], idx, rl.num_generations,
                                   rl.max_new_tokens, rl.temperature, rl.top_p, cfg.seed, state["step"],
                                   cfg.model.system_prompt)
-            columns = reward_columns(r, convention)
+            columns = reward_columns(r, convention, rl.no_answer_block, rl.unnamed_image)
             total, parts = score_rewards(r.texts, dict(rl.rewards), **columns)
             parts["_acc50"] = torch.tensor(acc50_reward(r.texts, **columns), dtype=torch.float)
             adv = group_advantages(total, rl.num_generations, scale=rl.adv_scale)

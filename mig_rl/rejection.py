@@ -23,9 +23,11 @@ def partial_correct(correct: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def rejection_sample(model: Any, processor: Any, family: str, samples: list[Sample], k: int, temperature: float,
                      top_p: float, max_new_tokens: int, seed: int, system_prompt: Optional[str] = None,
-                     rank: int = 0, world: int = 1, gather: Optional[Callable[[Any], list]] = None
+                     rank: int = 0, world: int = 1, gather: Optional[Callable[[Any], list]] = None,
+                     no_answer_block: str = "whole_text", unnamed_image: str = "answer"
                      ) -> Optional[tuple[list[Sample], dict]]:
     """Returns the kept samples (each with `meta["rs_correct"]` = how many of K were right) and stats.
+    An answer is right by GRPO's reading rules (`rl.no_answer_block`, `rl.unnamed_image`) at IoU >= 0.5.
 
     Sharded over `world` ranks (prompt i on rank i % world; its rollouts are seeded by i, so the result is
     the one-process result); `gather` brings the counts to rank 0, the only rank that returns them."""
@@ -34,7 +36,8 @@ def rejection_sample(model: Any, processor: Any, family: str, samples: list[Samp
     for i in progress(range(rank, len(samples), world), desc="rejection sampling", rank_zero=rank == 0):
         r = generate_rollouts(model, processor, family, [samples[i]], [i], k, max_new_tokens, temperature, top_p,
                               seed, step=-1, system_prompt=system_prompt)
-        mine[i] = int(torch.tensor(acc50_reward(r.texts, **reward_columns(r, family))).sum())
+        mine[i] = int(torch.tensor(acc50_reward(r.texts, **reward_columns(r, family, no_answer_block,
+                                                                                 unnamed_image))).sum())
     right: dict[int, int] = {}
     for shard in (gather(mine) if world > 1 else [mine]):
         right.update(shard)

@@ -4,7 +4,9 @@ name with weights in config (`rl.rewards: {iou: 1.0, format: 0.5}`). All of them
 
 Columns (one entry per completion): `answer` (ground-truth box, normalised), `answer_image` (0-based
 image of that box), `image_sizes` (per-image (h, w) the model saw), `convention` (box convention of the
-model family). None means "not applicable to this sample" and is left out of the weighted sum.
+model family), and the two reading rules of `rl` (mig_lab/config.py, README "Rewards"): `no_answer_block`
+(whole_text | zero) and `unnamed_image` (answer | first). None means "not applicable to this sample" and is
+left out of the weighted sum.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from mig_data.cot.trajectory import trajectory_errors
-from mig_lab.boxes import iou, is_think_answer, json_box_in_answer, parse_response
+from mig_lab.boxes import ANSWER_BLOCK, Parsed, iou, is_think_answer, json_box_in_answer, parse_response
 from mig_lab.config import ConfigError
 
 RewardFn = Callable[..., list[Optional[float]]]
@@ -29,17 +31,28 @@ def reward(name: str):
     return register
 
 
-def _parse(completion: str, convention: str, image_sizes, answer_image):
-    return parse_response(completion, convention, image_sizes=image_sizes, default_image=answer_image or 0)
+def _parse(completion: str, convention: str, image_sizes, answer_image, no_answer_block: str = "whole_text",
+           unnamed_image: str = "answer") -> Parsed:
+    """The completion's answer box and image, read by the rules `rl.no_answer_block` and `rl.unnamed_image`."""
+    if no_answer_block == "zero" and not ANSWER_BLOCK.search(completion):
+        return Parsed(None, None, False)
+    default = (answer_image or 0) if unnamed_image == "answer" else 0
+    return parse_response(completion, convention, image_sizes=image_sizes, default_image=default)
+
+
+def _rules(n: int, columns: dict) -> tuple[Sequence[str], Sequence[str]]:
+    """The two reading rules per completion (the defaults when a caller passes none)."""
+    return (columns.get("no_answer_block") or ["whole_text"] * n, columns.get("unnamed_image") or ["answer"] * n)
 
 
 @reward("iou")
 def iou_reward(completions: Sequence[str], answer: Sequence, convention: Sequence[str],
-               image_sizes: Sequence, answer_image: Sequence, **_) -> list[Optional[float]]:
+               image_sizes: Sequence, answer_image: Sequence, **columns) -> list[Optional[float]]:
     """IoU of the answer's box with the ground truth (coldstart_rl.txt 3.3); 0 when nothing parses."""
     out = []
-    for c, gt, conv, sizes, img in zip(completions, answer, convention, image_sizes, answer_image):
-        out.append(None if gt is None else iou(gt, _parse(c, conv, sizes, img).box))
+    for c, gt, conv, sizes, img, scope, unnamed in zip(completions, answer, convention, image_sizes, answer_image,
+                                                     *_rules(len(completions), columns)):
+        out.append(None if gt is None else iou(gt, _parse(c, conv, sizes, img, scope, unnamed).box))
     return out
 
 
@@ -57,14 +70,15 @@ def format_reward(completions: Sequence[str], **_) -> list[Optional[float]]:
 
 @reward("image")
 def image_reward(completions: Sequence[str], answer_image: Sequence, convention: Sequence[str],
-                 image_sizes: Sequence, **_) -> list[Optional[float]]:
+                 image_sizes: Sequence, **columns) -> list[Optional[float]]:
     """MIRG-RL r_img: 1 when the answer's image is the ground truth's, else 0 (mirg_rl.txt eq. 2). The answer's
     image is the one the scorer gives the scored box (`mig_lab.boxes.parse_response(...).image`, one rule for
     both): the image named most recently before the box (`<bbox_id>[N-M]` or `Image-N`), else the first image
     the answer names; an answer without a box: the first image it names; none named: 0."""
     out = []
-    for c, gt, conv, sizes in zip(completions, answer_image, convention, image_sizes):
-        out.append(None if gt is None else float(_parse(c, conv, sizes, gt).image == gt))
+    for c, gt, conv, sizes, scope, unnamed in zip(completions, answer_image, convention, image_sizes,
+                                                *_rules(len(completions), columns)):
+        out.append(None if gt is None else float(_parse(c, conv, sizes, gt, scope, unnamed).image == gt))
     return out
 
 

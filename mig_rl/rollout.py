@@ -106,9 +106,13 @@ def sequence_logprobs(model: Any, r: Rollouts, temperature: float = 1.0) -> torc
     return completion_logprobs(logits, r.completion_ids.to(device), r.prompt_len, temperature)
 
 
-def reward_columns(r: Rollouts, convention: str) -> dict[str, list]:
-    """The per-completion columns the reward functions read."""
+def reward_columns(r: Rollouts, convention: str, no_answer_block: str = "whole_text",
+                   unnamed_image: str = "answer") -> dict[str, list]:
+    """The per-completion columns the reward functions read (with the `rl` reading rules)."""
+    n = len(r.samples)
     return {
+        "no_answer_block": [no_answer_block] * n,
+        "unnamed_image": [unnamed_image] * n,
         "answer": [s.answer for s in r.samples],
         "answer_image": [s.answer_image for s in r.samples],
         "image_sizes": r.image_sizes,

@@ -132,8 +132,8 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
             save_checkpoint(fabric, ckpt_root, state["step"], state, record, only_params=only_params)
     bar.close()
 
-    summary = {"steps": state["step"], "max_steps": max_steps, "mode": train.mode,
-               "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+    summary = {"steps": state["step"], "max_steps": max_steps, "mode": train.mode, "split": train.split,
+               "samples": len(samples), "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
     if state["step"] >= max_steps:
         export_model(fabric, model, processor, out_dir, lora, record,
                      rebuild=lambda: build_trainable(cfg, init_model, lora)[0])

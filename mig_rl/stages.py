@@ -42,7 +42,8 @@ def grpo_stage(ctx: StageContext) -> dict:
 
 
 @stage_kind("rejection_sample", reads=("seed", "model", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
-                                  "rl.top_p", "rl.max_new_tokens", "fabric"), ranks="all", needs=("data",),
+                                  "rl.top_p", "rl.max_new_tokens", "rl.no_answer_block", "rl.unnamed_image",
+                                  "fabric"), ranks="all", needs=("data",),
             checks=(check_model_source,),
             ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def rejection_sample_stage(ctx: StageContext) -> Optional[dict]:
@@ -66,7 +67,8 @@ def _rejection_sample(fabric, cfg: DictConfig, ctx: StageContext) -> Optional[di
     result = rejection_sample(model, processor, cfg.model.family, samples, cfg.rl.rejection_k,
                               cfg.rl.temperature, cfg.rl.top_p, cfg.rl.max_new_tokens, cfg.seed,
                               cfg.model.system_prompt, rank=fabric.global_rank, world=fabric.world_size,
-                              gather=gather_objects)
+                              gather=gather_objects, no_answer_block=cfg.rl.no_answer_block,
+                              unnamed_image=cfg.rl.unnamed_image)
     if result is None:  # not rank 0
         return None
     kept, stats = result

@@ -19,7 +19,7 @@ import random
 from collections import Counter
 from typing import Any, Optional
 
-from mig_data.cot.teachers import Teacher, check_teacher, model_teacher
+from mig_data.cot.teachers import Teacher, check_teacher, model_teacher, teacher_fingerprint
 from mig_data.formats.mig_bench import write_mig_bench
 from mig_data.loading import load_split
 from mig_data.schema import Sample, scene_objects
@@ -162,11 +162,15 @@ def with_cot_instruction(s: Sample, response: str | None = None) -> Sample:
     return dataclasses.replace(s, question=s.question + COT_INSTRUCTION, need_format=False, response=response)
 
 
-@stage_kind("make_cot_data", reads=("seed", "cot", "data.on_error"), version=2, needs=("data",),
-            checks=(check_teacher,))  # 2: model teachers: no contradicting format prompt; pixel answers read right
+@stage_kind("make_cot_data", reads=("seed", "cot", "data.on_error"), version=3, needs=("data",),
+            checks=(check_teacher,), fingerprint=teacher_fingerprint)  # a model teacher is built from `model`
+# 2: model teachers: no contradicting format prompt; pixel answers read right
+# 3: writes direct.json (the SFT baseline's data)
 def make_cot_data(ctx: StageContext) -> dict:
     """From the `data` input write: `train.json` (teacher CoT answers that pass the consistency filter),
-    `rl.json` (held-out train prompts for RL, CoT-instructed, no text) and `eval.json` (CoT-instructed)."""
+    `direct.json` (the same samples with their direct answers and plain prompts: the SFT baseline's data,
+    coldstart_rl.txt 4.2 "trained on the same dataset as our stage-1 CoT-SFT"), `rl.json` (held-out train
+    prompts for RL, CoT-instructed, no text) and `eval.json` (CoT-instructed)."""
     cfg, cot = ctx.cfg, ctx.cfg.cot
     data_dir = ctx.input("data").dir
     train = [s for s in load_split(data_dir, "train", on_error=cfg.data.on_error) if s.answer is not None]
@@ -183,6 +187,7 @@ def make_cot_data(ctx: StageContext) -> dict:
     log.info("CoT data: teacher %s kept %d of %d samples (all %d responses right)", cot.teacher.kind,
              stats["kept"], stats["samples"], cot.teacher.samples)
     write_mig_bench([with_cot_instruction(s, r) for s, r in kept], ctx.out_dir / "train.json", root=ctx.out_dir)
+    write_mig_bench([s for s, _ in kept], ctx.out_dir / "direct.json", root=ctx.out_dir)
     write_mig_bench([with_cot_instruction(s) for s in rl_prompts], ctx.out_dir / "rl.json", root=ctx.out_dir)
     evals = load_split(data_dir, "eval", on_error=cfg.data.on_error)
     write_mig_bench([with_cot_instruction(s) for s in evals], ctx.out_dir / "eval.json", root=ctx.out_dir)

@@ -80,3 +80,24 @@ def test_every_coldstart_experiment_starts_from_the_tiny_base():
         cfg = compose_cfg([f"experiment={exp}"])
         assert cfg.model.name == "tiny_base", exp
         assert cfg.rl.rewards == {"iou": 1.0, "format": 0.5} or exp == "coldstart_cot_sft", exp
+
+
+def test_sft_baseline_trains_on_the_cot_sft_samples_with_direct_answers(tmp_path):
+    """coldstart_rl.txt 4.2: the SFT baseline is "trained on the same dataset as our stage-1 CoT-SFT": the
+    samples the consistency filter kept (never the RL hold-out), with their direct answers and plain prompts."""
+    from mig_data.cot.coldstart import COT_INSTRUCTION
+    from mig_data.loading import load_split
+
+    results = run(compose_cfg(["experiment=coldstart_table2", "debug=tiny", "logger=csv"], tmp_path))
+    cot = results["cot_data"].dir
+    cot_sft, direct, rl = (load_split(cot, s) for s in ("train", "direct", "rl"))
+    assert direct and [s.id for s in direct] == [s.id for s in cot_sft]
+    assert {s.id for s in direct}.isdisjoint({s.id for s in rl})
+    for plain, reasoned in zip(direct, cot_sft):
+        assert plain.response is None and plain.answer == reasoned.answer  # trained on the answer box alone
+        assert not plain.question.endswith(COT_INSTRUCTION) and reasoned.question.endswith(COT_INSTRUCTION)
+    done = json.loads((results["sft_plain"].dir / "done.json").read_text())
+    assert done["inputs"]["data"] == str(cot)
+    assert (done["summary"]["split"], done["summary"]["samples"]) == ("direct", len(direct))
+    table = (tmp_path / "run" / "coldstart_rl_table2.md").read_text()
+    assert "**+ SFT (tiny)**" in table and "**Ours (tiny)**" in table

@@ -80,3 +80,26 @@ def test_weighted_total_skips_not_applicable():
 def test_unknown_reward_name_fails_clearly():
     with pytest.raises(ValueError, match="unknown reward"):
         score_rewards(["x"], {"iuo": 1.0}, **{k: v[:1] for k, v in COLS.items()})
+
+
+def test_no_answer_block_rule_whole_text_or_zero():
+    """rl.no_answer_block: `whole_text` reads a completion without <answer>...</answer> as the scorer does;
+    `zero` (R1-style) gives it no box and no image. Completions with the block read the same either way."""
+    n = len(COMPLETIONS)
+    zero = dict(COLS, no_answer_block=["zero"] * n)
+    assert REWARDS["iou"](COMPLETIONS, **zero) == [pytest.approx(1.0), 0.0, 0.0, pytest.approx(1.0)]
+    assert REWARDS["iou"](COMPLETIONS, **COLS)[2] > 0  # the default: the whole text ("Image-2: <box>")
+    assert REWARDS["image"](COMPLETIONS, **COLS)[2] == 1.0 and REWARDS["image"](COMPLETIONS, **zero)[2] == 0.0
+    assert REWARDS["acc50"](COMPLETIONS, **zero) == REWARDS["acc50"](COMPLETIONS, **COLS)  # 3rd is < 0.5 anyway
+
+
+def test_unnamed_image_rule_picks_the_image_whose_size_maps_a_qwen25_box():
+    """rl.unnamed_image: a Qwen2.5-VL pixel box that names no image lies in the ground truth's image
+    (`answer`, MIG-Bench's rule) or in image 1 (`first`); r_img is 0 for it either way (it names none)."""
+    sizes = [(100, 200), (400, 300)]  # (h, w): image 1 is 200 x 100 px, image 2 is 300 x 400 px
+    text = ['<answer>{"bbox_2d": [30, 80, 150, 240]}</answer>']  # = GT in image 2's pixels
+    cols = dict(answer=[GT], answer_image=[1], image_sizes=[sizes], convention=["qwen2_5_vl"])
+    assert REWARDS["iou"](text, **cols)[0] == pytest.approx(1.0)
+    first = REWARDS["iou"](text, **cols, unnamed_image=["first"])[0]  # read in image 1: (0.15, 0.8, 0.75, 2.4)
+    assert first == pytest.approx(iou(GT, (0.15, 0.8, 0.75, 2.4)))
+    assert REWARDS["image"](text, **cols)[0] == REWARDS["image"](text, **cols, unnamed_image=["first"])[0] == 0.0
