@@ -103,3 +103,13 @@ def test_unnamed_image_rule_picks_the_image_whose_size_maps_a_qwen25_box():
     first = REWARDS["iou"](text, **cols, unnamed_image=["first"])[0]  # read in image 1: (0.15, 0.8, 0.75, 2.4)
     assert first == pytest.approx(iou(GT, (0.15, 0.8, 0.75, 2.4)))
     assert REWARDS["image"](text, **cols)[0] == REWARDS["image"](text, **cols, unnamed_image=["first"])[0] == 0.0
+
+
+@pytest.mark.parametrize("key", ["rl.no_answer_block", "rl.unnamed_image"])
+def test_an_unknown_reading_rule_is_named_when_the_experiment_is_planned(key, tmp_path):
+    from mig_lab.config import ConfigError
+    from mig_lab.graph import plan
+    from tests.conftest import compose_cfg
+
+    with pytest.raises(ConfigError, match=rf"'{key}' is 'nope'; expected one of"):
+        plan(compose_cfg(["experiment=smoke", f"{key}=nope"], tmp_path))
