@@ -20,9 +20,11 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, Iterable, Mapping, Optional
 
 from mig_data.schema import REFERENTIAL_TASKS, SPONTANEOUS_TASKS
+from mig_eval.bootstrap import sample_scores, task_intervals
 from mig_lab.boxes import iou
 
 THRESHOLDS = (0.3, 0.5, 0.7)
+CI_METRICS = ("acc@0.5", "miou")  # metrics that get a 95% bootstrap interval (`ci95`, mig_eval.bootstrap)
 IN_DOMAIN_TASKS = ("diff", "common_object", "region", "refer_grounding")
 OUT_OF_DOMAIN_TASKS = ("view_diff", "object_tracking", "multi_view", "group_grounding", "correspondence",
                        "reasoning")
@@ -129,6 +131,17 @@ class EvalReport:
         return cls(**{f.name: d.get(f.name, {} if f.default is MISSING else f.default) for f in fields(cls)})
 
 
+def add_intervals(preds: list[dict], overall: dict, tasks: dict[str, dict], groups: dict[str, dict]) -> None:
+    """Each task's, each group's and the overall score get `ci95: {metric: [lo, hi]}` (stratified
+    percentile bootstrap over the samples, seeded: the same predictions give the same interval)."""
+    for metric in CI_METRICS:
+        intervals = task_intervals(sample_scores(preds, metric), {g: m["tasks"] for g, m in groups.items()})
+        for name, ci in intervals.items():
+            section, _, key = name.rpartition(":")
+            target = overall if name == "overall" else (groups[key] if section == "group" else tasks[name])
+            target.setdefault("ci95", {})[metric] = ci
+
+
 def aggregate(preds: Iterable[dict]) -> EvalReport:
     """Per-task metrics; the macro averages (overall and each group, with the tasks present); and
     per-tier instance accuracies for predictions that carry a `tier`."""
@@ -148,4 +161,5 @@ def aggregate(preds: Iterable[dict]) -> EvalReport:
             groups[name] = {**{k: _mean_over(tasks, present, k) for k in keys}, "tasks": present}
     tiers = {t: task_metrics(p for p in preds if p.get("tier") == t) for t in TIERS}
     tiers = {t: m for t, m in tiers.items() if m["n"]}
+    add_intervals(preds, overall, tasks, groups)
     return EvalReport(overall=overall, tasks=tasks, groups=groups, tiers=tiers)

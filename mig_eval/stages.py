@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Optional
 
 from lightning.fabric import Fabric
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from mig_data.loading import load_split
 from mig_eval.evaluate import aggregate, check_eval_config, evaluate_samples, flat_metrics, summarize
 from mig_eval.gallery import write_gallery
-from mig_eval.report import write_comparison
+from mig_eval.report import differences_markdown, paired_differences, write_comparison
 from mig_eval.tables import write_table
 from mig_lab.config import ConfigError
 from mig_lab.fabric import run_loop
@@ -28,7 +28,7 @@ from mig_lab.stage_kind import StageContext, model_dir, stage_kind
 from mig_models.builders import build_model, check_model_source
 
 
-@stage_kind("evaluate", reads=("seed", "model", "data.on_error", "eval", "fabric"), ranks="all", needs=("data",),
+@stage_kind("evaluate", reads=("seed", "model", "run.threads", "data.on_error", "eval", "fabric"), ranks="all", needs=("data",),
             checks=(check_model_source, lambda cfg, inputs: check_eval_config(cfg.eval)),
        ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def evaluate_stage(ctx: StageContext) -> Optional[dict]:
@@ -61,27 +61,50 @@ def _evaluate(fabric: Fabric, cfg: DictConfig, ctx: StageContext) -> Optional[di
     return summarize(report)
 
 
+def difference_pairs(spec, roles: list[str]) -> list[tuple[str, str]]:
+    """`report.differences`: "adjacent" (each row against the one before it, in input order), "none", or
+    a list of [a, b] input roles."""
+    if spec == "adjacent":
+        return list(zip(roles, roles[1:]))
+    if spec in ("none", None):
+        return []
+    pairs = [tuple(p) for p in spec] if isinstance(spec, (list, tuple, ListConfig)) else None
+    if pairs is None or any(len(p) != 2 or p[0] not in roles or p[1] not in roles for p in pairs):
+        raise ConfigError(f"report.differences: expected 'adjacent', 'none' or a list of [a, b] pairs of this "
+                          f"stage's input roles {roles}; got {spec!r}")
+    return pairs  # type: ignore[return-value]
+
+
 @stage_kind("report", reads=("report",), cache=False)
 def report_stage(ctx: StageContext) -> dict:
     """A table of the evaluate inputs (one row per input role), written as markdown and CSV.
 
     With `report.table: <name>` the rows go into that paper table beside the paper's numbers;
     `report.rows` maps input roles to row labels and `report.beside` roles to paper rows
-    (see `mig_eval.tables`)."""
+    (see `mig_eval.tables`). Under the table, the paired bootstrap difference of the rows named by
+    `report.differences` (default: each row against the one before it), also in differences.json."""
     r = ctx.cfg.report
     paths = {role: Path(res.dir) / "metrics.json" for role, res in ctx.inputs.items()}
+    labels = {role: role for role in paths}
     if r.get("table"):
-        labels = dict(r.get("rows") or {})
-        unknown = sorted(set(labels) - set(paths)) + sorted(set(r.get("beside") or {}) - set(paths))
+        named = dict(r.get("rows") or {})
+        unknown = sorted(set(named) - set(paths)) + sorted(set(r.get("beside") or {}) - set(paths))
         if unknown:
             raise ConfigError(f"report.rows / report.beside name input roles {unknown}; this stage's inputs "
                               f"are {sorted(paths)}")
-        ours = {labels.get(role, role): read_json(p) for role, p in paths.items()}
-        beside = {labels.get(role, role): row for role, row in (r.get("beside") or {}).items()}
+        labels.update(named)
+        ours = {labels[role]: read_json(p) for role, p in paths.items()}
+        beside = {labels[role]: row for role, row in (r.get("beside") or {}).items()}
         table = write_table(r.table, ours, ctx.out_dir, beside)
-        (Path(ctx.run_dir) / f"{r.table}.md").write_text(table)
     else:
         table = write_comparison(paths, ctx.out_dir, title=r.get("title", ctx.group))
+    pairs = difference_pairs(r.get("differences", "adjacent"), list(paths))
+    diffs = paired_differences({labels[role]: p.with_name("predictions.jsonl") for role, p in paths.items()},
+                               [(labels[a], labels[b]) for a, b in pairs])
+    atomic_write_json(ctx.out_dir / "differences.json", diffs)
+    table += differences_markdown(diffs)
+    if r.get("table"):
+        (Path(ctx.run_dir) / f"{r.table}.md").write_text(table)
     out = Path(ctx.run_dir) / "table.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)

@@ -39,6 +39,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from mig_eval.bootstrap import plus_minus
 from mig_lab.config import ConfigError
 from mig_lab.records import atomic_write_text
 
@@ -56,16 +57,25 @@ def load_table(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _entry(metrics: dict, key: str) -> dict:
+    if key == "overall":
+        return metrics.get("overall", {})
+    section, _, name = key.partition(":")
+    return metrics.get({"task": "tasks", "group": "groups", "tier": "tiers"}.get(section, ""), {}).get(name, {})
+
+
 def metric_value(metrics: dict, key: Optional[str], metric: str) -> Optional[float]:
     """A column's value (percent) from a metrics.json dict; None where absent or not computed."""
-    if not key:
-        return None
-    if key == "overall":
-        v = metrics.get("overall", {}).get(metric)
-    else:
-        section, _, name = key.partition(":")
-        v = metrics.get({"task": "tasks", "group": "groups", "tier": "tiers"}.get(section, ""), {}).get(name, {}).get(metric)
+    v = _entry(metrics, key).get(metric) if key else None
     return None if v is None else 100.0 * v
+
+
+def metric_cell(metrics: dict, key: Optional[str], metric: str) -> str:
+    """Our cell: 'value ± half-width' of its 95% bootstrap interval (percent) where metrics.json has one."""
+    if not key or _entry(metrics, key).get(metric) is None:
+        return "-"
+    entry = _entry(metrics, key)
+    return plus_minus(entry[metric], (entry.get("ci95") or {}).get(metric))
 
 
 def row_key(row: dict) -> str:
@@ -115,7 +125,7 @@ def table_rows(name: str, ours: dict[str, dict], beside: Optional[dict[str, str]
         return [rows[place[label]].get("setting", "") if label in place else ""]
 
     def our_row(label: str) -> list[str]:
-        vals = [_fmt(metric_value(ours[label], k, table["metric"])) for k in keys]
+        vals = [metric_cell(ours[label], k, table["metric"]) for k in keys]
         return ["ours", label] + our_setting(label) + vals
 
     body: list[list[str]] = []
@@ -151,8 +161,8 @@ def render_markdown(table: dict, header: list[str], body: list[list[str]], notes
             cells = [f"**{c}**" if c and c != "-" else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Paper rows as printed; **bold** rows are this codebase's results. "
-                 "* = the paper's human score on a random 20% sample.")
+    lines.append("Paper rows as printed; **bold** rows are this codebase's results, with the half-width of "
+                 "their 95% bootstrap interval (± ...). * = the paper's human score on a random 20% sample.")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 

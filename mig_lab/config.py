@@ -73,6 +73,7 @@ class SynthConfig:
     lookalike_prob: float = 0.0  # object_tracking / multi_view: chance of a same-looking distractor
     view_change: float = 1.0  # strength of viewpoint changes (view_diff, multi_view); 0 = same view
     minor_changes: int = 2  # view_diff: clutter blobs added/moved/removed that are not "the difference"
+    distinct_colors: bool = False  # single_grounding: no two objects of an image share a colour
 
 
 @dataclass
@@ -192,6 +193,9 @@ class RLConfig:
     # image whose size maps a Qwen2.5-VL pixel box; r_img is 0 for such a box either way (it names no image).
     unnamed_image: str = "answer"
     rejection_k: int = 8  # answers sampled per prompt by rejection sampling
+    # Before step 1, GRPO measures the starting model's pass@1 and pass@G (G = num_generations samples) on
+    # the first this-many prompts (the headroom RL has); 0 skips it. In the summary as `start_pass`.
+    start_pass_prompts: int = 32
     split: str = "train"  # the data split GRPO and rejection sampling draw prompts from
     log_every: int = 1
     ckpt_every: int = 25
@@ -278,6 +282,17 @@ class PathsConfig:
 
 
 @dataclass
+class RunSettings:
+    """How the job runs on this machine, where that changes the numbers."""
+
+    # torch CPU threads of the job (split over the ranks of a node). A matmul's summation order depends
+    # on it, so the same command gives the same numbers on any machine with at least this many cores
+    # (fewer: the same numbers, slower). Part of the cache key of every stage that runs a model.
+    # 2: what the README's numbers were measured with. 0: not pinned (OMP_NUM_THREADS, else all cores).
+    threads: int = 2
+
+
+@dataclass
 class DebugConfig:
     """Caps applied to every stage after its overrides: `debug=tiny` shrinks any experiment."""
 
@@ -329,6 +344,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    run: RunSettings = field(default_factory=RunSettings)
     stages: dict[str, StageSpec] = field(default_factory=dict)
     # Free-form parameters of table/report stages (which rows, which paper table).
     report: dict[str, Any] = field(default_factory=dict)

@@ -97,10 +97,25 @@ def _init_process_group(rank: int, world: int) -> None:
         _CONTROL = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
 
 
-def _cpu_threads(world_on_node: int) -> None:
-    """Ranks on one CPU share its cores (torchrun sets OMP_NUM_THREADS=1; we split the cores)."""
-    if "OMP_NUM_THREADS" not in os.environ and not torch.cuda.is_available():
+def _cpu_threads(world_on_node: int, threads: int = 0) -> None:
+    """Ranks on one CPU share its threads: `run.threads` split over them when pinned (> 0); unpinned,
+    the cores (torchrun sets OMP_NUM_THREADS=1, which is then kept)."""
+    if torch.cuda.is_available():
+        return
+    if threads > 0:
+        torch.set_num_threads(max(1, threads // world_on_node))
+    elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_on_node))
+
+
+def pin_threads(threads: int, world_on_node: int) -> int:
+    """Rank 0 of a job: pin `run.threads` (see `_cpu_threads`); returns the thread count to restore."""
+    before = torch.get_num_threads()
+    if threads > (os.cpu_count() or 1):
+        log.warning("run.threads=%d but this machine has %d cores: the numbers are the same, the run slower",
+                    threads, os.cpu_count())
+    _cpu_threads(world_on_node, threads)
+    return before
 
 
 def _free_port() -> int:
@@ -226,6 +241,7 @@ def serve() -> None:
         if message[0] == "exit":
             break
         _, kind, ctx = message
+        _cpu_threads(launch["devices"], ctx.cfg.run.threads)
         try:
             kinds[kind].fn(ctx)
         except BaseException:

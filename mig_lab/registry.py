@@ -24,6 +24,7 @@ STAGE_KINDS: dict[str, str] = {
     "merge": "mig_rl.stages:merge_stage",
     # evaluation and tables
     "evaluate": "mig_eval.stages:evaluate_stage",
+    "query_swap": "mig_eval.query_swap:query_swap_stage",  # does the box follow the query (tiny base)
     "random_guess": "mig_eval.table_rows:random_guess_stage",
     "combine_evals": "mig_eval.table_rows:combine_evals_stage",
     "report": "mig_eval.stages:report_stage",

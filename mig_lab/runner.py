@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from mig_lab import ranks as rank_control
@@ -47,18 +48,22 @@ def run(cfg: DictConfig) -> dict[str, StageResult]:
     check_hardware(cfg.fabric)
     plan(cfg)  # fail on a bad stage graph, name or override before anything runs or starts
     ranks = rank_control.start(devices, nodes)
+    threads_before = rank_control.pin_threads(cfg.run.threads, devices)
     try:
         run_dir = Path(cfg.paths.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "run.json", run_record(cfg, experiment=cfg.name, world_size=ranks.world))
+        atomic_write_json(run_dir / "run.json", run_record(cfg, experiment=cfg.name, world_size=ranks.world,
+                                                             torch_threads=torch.get_num_threads()))
         results = run_stages(cfg, run_dir, ranks=ranks)
     except BaseException as e:
         failures = rank_control.worker_failures(ranks)
         rank_control.finish(ranks, ok=False)
+        torch.set_num_threads(threads_before)
         if failures:
             raise RuntimeError(f"{e} ({failures}; their traceback is printed above)") from e
         raise
     rank_control.finish(ranks)
+    torch.set_num_threads(threads_before)
     lines = [f"{'stage':<18} {'kind':<14} {'status':<8} {'seconds':>8}  output"]
     for name, r in results.items():
         status = "cached" if r.cached else "ran"

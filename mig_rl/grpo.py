@@ -32,10 +32,11 @@ from mig_lab.config import split_batch
 from mig_lab.fabric import run_loop, setup_frozen
 from mig_lab.loggers import WandbLogger, log_images, log_table
 from mig_lab.ranks import gather_objects, mean_over_ranks
-from mig_lab.records import run_record
+from mig_lab.records import atomic_write_json, read_json, run_record
 from mig_models.builders import count_parameters
 from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_names
 from mig_rl.loss import group_advantages, grpo_loss
+from mig_rl.rejection import count_right, pass_rates
 from mig_rl.rewards import acc50_reward, score_rewards
 from mig_rl.rollout import Rollouts, generate_rollouts, reward_columns, sequence_logprobs
 from mig_rl.schedule import warmup_cosine
@@ -85,6 +86,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                                     rank=fabric.global_rank)
     record = run_record(cfg, stage="grpo")
     history: list[dict] = []
+    start_pass = starting_pass_rates(fabric, cfg, policy, processor, samples, out_dir)
 
     bar = progress(total=rl.max_steps, initial=state["step"], desc="grpo", rank_zero=fabric.global_rank == 0)
     while state["step"] < rl.max_steps:
@@ -133,8 +135,9 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         state["step"] += 1
         bar.update(1)
 
-        metrics = step_metrics(gather_objects(rollout_summary(buffer)), mean_over_ranks(dict(stats)), gen_time,
-                               time.perf_counter() - t0, scheduler.get_last_lr()[0])
+        metrics = step_metrics(gather_objects(rollout_summary(buffer, rl.num_generations)),
+                               mean_over_ranks(dict(stats)), gen_time, time.perf_counter() - t0,
+                               scheduler.get_last_lr()[0])
         history.append({"step": state["step"], **metrics})
         if state["step"] % rl.log_every == 0 or state["step"] == rl.max_steps:
             fabric.log_dict(metrics, step=state["step"])
@@ -149,6 +152,11 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     bar.close()
 
     summary = {"steps": state["step"], "reward_curve": [h["reward/total"] for h in history],
+               "reward_curves": {k[len("reward/"):]: [h.get(k) for h in history]
+                                 for k in (history[0] if history else {}) if k.startswith("reward/")},
+               "pass_curves": {k[len("rollouts/"):]: [h.get(k) for h in history]
+                               for k in (history[0] if history else {}) if k.startswith("rollouts/pass@")},
+               "start_pass": start_pass,
                "kl_curve": [h.get("train/kl", 0.0) for h in history],
                "reference": "none" if rl.kl_beta == 0 else ("adapters_disabled" if lora else "frozen_copy")}
     if history:
@@ -158,6 +166,30 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                      rebuild=lambda: build_trainable(cfg, init_model, lora)[0])
         summary["model_dir"] = str(out_dir / "model")
     return summary
+
+
+def starting_pass_rates(fabric: Fabric, cfg: DictConfig, policy, processor, samples: list, out_dir: Path) -> dict:
+    """pass@1 and pass@G of the starting model on the first `rl.start_pass_prompts` prompts (sampled as the
+    rollouts are, sharded over the ranks), measured once: a resumed run reads `start_pass.json`."""
+    rl = cfg.rl
+    path = out_dir / "start_pass.json"
+    if rl.start_pass_prompts <= 0:
+        return {}
+    if path.exists():
+        return read_json(path)
+    prompts = samples[: rl.start_pass_prompts]
+    right = count_right(policy.module if hasattr(policy, "module") else policy, processor, cfg.model.family,
+                        prompts, rl.num_generations, rl.temperature, rl.top_p, rl.max_new_tokens, cfg.seed,
+                        cfg.model.system_prompt, rank=fabric.global_rank, world=fabric.world_size,
+                        gather=gather_objects, no_answer_block=rl.no_answer_block, unnamed_image=rl.unnamed_image,
+                        desc="pass@k of the starting model")
+    out = gather_objects({"prompts": len(prompts), "k": rl.num_generations, **pass_rates(right, rl.num_generations)}
+                         if right is not None else None)[0]  # rank 0's numbers, on every rank
+    if fabric.global_rank == 0:
+        atomic_write_json(path, out)
+        log.info("starting model on %d RL prompts: %s", len(prompts),
+                 ", ".join(f"{k} {v:.3f}" for k, v in out.items() if k.startswith("pass@")))
+    return out
 
 
 def _reference_logprobs(policy, reference, r: Rollouts, rl: DictConfig, lora: bool) -> Optional[torch.Tensor]:
@@ -181,9 +213,10 @@ class RolloutBatch(NamedTuple):
     ref_logp: Optional[torch.Tensor]  # [N, C] of the reference (kl_beta > 0), else None
 
 
-def rollout_summary(buffer: list[RolloutBatch]) -> dict:
+def rollout_summary(buffer: list[RolloutBatch], group: int) -> dict:
     """What the step metrics need from one rank's rollouts, as plain lists (gathered over ranks)."""
-    return {"totals": torch.cat([b.total for b in buffer]).tolist(),
+    right = torch.cat([b.parts["_acc50"] for b in buffer]).view(-1, group)  # [prompts, G] of 0/1
+    return {"right": right.sum(1).int().tolist(), "group": group,"totals": torch.cat([b.total for b in buffer]).tolist(),
             "parts": {name: torch.cat([b.parts[name] for b in buffer]).tolist()
                       for name in buffer[0].parts if not name.startswith("_")},
             "lengths": torch.cat([b.rollouts.completion_mask.sum(1).float() for b in buffer]).tolist(),
@@ -209,6 +242,8 @@ def step_metrics(summaries: list[dict], stats: dict, gen_time: float, step_time:
         for task, correct in s["acc50"]:
             by_task[task].append(correct)
     out.update({f"acc50/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())})
+    out.update({f"rollouts/{k}": v for k, v in pass_rates([c for s in summaries for c in s["right"]],
+                                                          summaries[0]["group"]).items()})
     out["time/generate_s"] = gen_time
     out["time/step_s"] = step_time
     return out

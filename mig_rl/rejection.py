@@ -4,6 +4,7 @@ GRPO no relative advantage to learn from."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional
 
 import torch
@@ -20,20 +21,34 @@ def partial_correct(correct: torch.Tensor) -> torch.Tensor:
     return (n_right > 0) & (n_right < correct.shape[1])
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are right (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_rates(n_right: list[int], n: int) -> dict[str, float]:
+    """pass@1 and pass@n, averaged over prompts, from how many of n samples each prompt got right."""
+    if not n_right:
+        return {}
+    return {f"pass@{k}": sum(pass_at_k(n, c, k) for c in n_right) / len(n_right) for k in sorted({1, n})}
+
+
 @torch.no_grad()
-def rejection_sample(model: Any, processor: Any, family: str, samples: list[Sample], k: int, temperature: float,
-                     top_p: float, max_new_tokens: int, seed: int, system_prompt: Optional[str] = None,
-                     rank: int = 0, world: int = 1, gather: Optional[Callable[[Any], list]] = None,
-                     no_answer_block: str = "whole_text", unnamed_image: str = "answer"
-                     ) -> Optional[tuple[list[Sample], dict]]:
-    """Returns the kept samples (each with `meta["rs_correct"]` = how many of K were right) and stats.
-    An answer is right by GRPO's reading rules (`rl.no_answer_block`, `rl.unnamed_image`) at IoU >= 0.5.
+def count_right(model: Any, processor: Any, family: str, samples: list[Sample], k: int, temperature: float,
+                top_p: float, max_new_tokens: int, seed: int, system_prompt: Optional[str] = None,
+                rank: int = 0, world: int = 1, gather: Optional[Callable[[Any], list]] = None,
+                no_answer_block: str = "whole_text", unnamed_image: str = "answer", desc: str = "sampling"
+                ) -> Optional[list[int]]:
+    """How many of k sampled answers to each prompt are right (IoU >= 0.5 by GRPO's reading rules
+    `rl.no_answer_block`, `rl.unnamed_image`), in prompt order; rank 0 gets the list, other ranks None.
 
     Sharded over `world` ranks (prompt i on rank i % world; its rollouts are seeded by i, so the result is
-    the one-process result); `gather` brings the counts to rank 0, the only rank that returns them."""
+    the one-process result); `gather` brings the counts to rank 0."""
     model.eval()
     mine: dict[int, int] = {}
-    for i in progress(range(rank, len(samples), world), desc="rejection sampling", rank_zero=rank == 0):
+    for i in progress(range(rank, len(samples), world), desc=desc, rank_zero=rank == 0):
         r = generate_rollouts(model, processor, family, [samples[i]], [i], k, max_new_tokens, temperature, top_p,
                               seed, step=-1, system_prompt=system_prompt)
         mine[i] = int(torch.tensor(acc50_reward(r.texts, **reward_columns(r, family, no_answer_block,
@@ -41,9 +56,22 @@ def rejection_sample(model: Any, processor: Any, family: str, samples: list[Samp
     right: dict[int, int] = {}
     for shard in (gather(mine) if world > 1 else [mine]):
         right.update(shard)
-    if rank != 0:
+    return [right[i] for i in range(len(samples))] if rank == 0 else None
+
+
+def rejection_sample(model: Any, processor: Any, family: str, samples: list[Sample], k: int, temperature: float,
+                     top_p: float, max_new_tokens: int, seed: int, system_prompt: Optional[str] = None,
+                     rank: int = 0, world: int = 1, gather: Optional[Callable[[Any], list]] = None,
+                     no_answer_block: str = "whole_text", unnamed_image: str = "answer"
+                     ) -> Optional[tuple[list[Sample], dict]]:
+    """Returns the kept samples (each with `meta["rs_correct"]` = how many of K were right) and stats,
+    with the model's pass@1 and pass@K on all the prompts (the headroom GRPO has). Sharded as `count_right`."""
+    n_right_all = count_right(model, processor, family, samples, k, temperature, top_p, max_new_tokens, seed,
+                              system_prompt, rank, world, gather, no_answer_block, unnamed_image,
+                              desc="rejection sampling")
+    if n_right_all is None:  # not rank 0
         return None
-    kept, n_right_all = [], [right[i] for i in range(len(samples))]
+    kept = []
     correct = torch.tensor([[1] * n + [0] * (k - n) for n in n_right_all]).view(len(samples), k)
     for s, n, partial in zip(samples, n_right_all, partial_correct(correct).tolist()):
         if partial:
@@ -57,5 +85,6 @@ def rejection_sample(model: Any, processor: Any, family: str, samples: list[Samp
         "all_wrong": sum(v == 0 for v in n_right_all),
         "all_right": sum(v == k for v in n_right_all),
         "k": k,
+        **pass_rates(n_right_all, k),
     }
     return kept, stats

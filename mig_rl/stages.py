@@ -17,7 +17,7 @@ from mig_rl.rewards import check_rewards
 log = logging.getLogger(__name__)
 
 
-@stage_kind("sft", reads=("seed", "model", "data.on_error", "train", "fabric"), ranks="all", needs=("data",),
+@stage_kind("sft", reads=("seed", "model", "run.threads", "data.on_error", "train", "fabric"), ranks="all", needs=("data",),
             batch="train", trains=True, checks=(check_model_source,),
             version=2)  # 2: Qwen2.5-VL targets turn canonical JSON boxes into pixels too (issue 15, item 1)
 def sft_stage(ctx: StageContext) -> dict:
@@ -27,7 +27,7 @@ def sft_stage(ctx: StageContext) -> dict:
                      name=f"{ctx.name}-{ctx.key}")
 
 
-@stage_kind("grpo", reads=("seed", "model", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
+@stage_kind("grpo", reads=("seed", "model", "run.threads", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
                       "train.freeze_vision", "train.freeze_projector",
                       "rl", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True,
             checks=(check_model_source, check_rewards),
@@ -41,7 +41,7 @@ def grpo_stage(ctx: StageContext) -> dict:
                       name=f"{ctx.name}-{ctx.key}")
 
 
-@stage_kind("rejection_sample", reads=("seed", "model", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
+@stage_kind("rejection_sample", reads=("seed", "model", "run.threads", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
                                   "rl.top_p", "rl.max_new_tokens", "rl.no_answer_block", "rl.unnamed_image",
                                   "fabric"), ranks="all", needs=("data",),
             checks=(check_model_source,),

@@ -78,10 +78,11 @@ def check_teacher(cfg: Any, inputs: dict[str, str]) -> None:
 
 
 def teacher_fingerprint(cfg: Any) -> Any:
-    """A model teacher is built from the `model` config: then it is part of the data's identity (cache key)."""
+    """A model teacher is built from the `model` config: then it is part of the data's identity (cache key),
+    with the CPU thread count it generates with (`run.threads`: the summation order of its matmuls)."""
     if cfg.cot.teacher.kind != "model":
         return None
-    return OmegaConf.to_container(cfg.model, resolve=True)
+    return {"model": OmegaConf.to_container(cfg.model, resolve=True), "threads": cfg.run.threads}
 
 
 def model_teacher(teacher_cfg: Any, model_cfg: Any, instruction: str = "") -> ModelTeacher:

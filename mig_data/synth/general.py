@@ -31,7 +31,8 @@ def gen_single_grounding(rng: random.Random, cfg) -> SynthItem:
     color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
     scene = random_scene_background(rng, cfg.background, cfg.clutter)
     scene.objects.append(Obj(shape=shape, color=color, box=place_box(rng, []), oid=0))  # type: ignore[arg-type]
-    fill_scene(rng, scene, rng.randint(cfg.min_objects, cfg.max_objects) - 1, exclude={(color, shape)})
+    fill_scene(rng, scene, rng.randint(cfg.min_objects, cfg.max_objects) - 1, exclude={(color, shape)},
+               distinct_colors=cfg.distinct_colors)
     # The first box is placed freely and the others around it, so the first box's position is not
     # distributed like the rest: the target takes a uniformly chosen box, or where it sits would hint
     # which object the query names.

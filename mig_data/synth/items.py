@@ -39,9 +39,12 @@ class SynthItem:
 
 
 def fill_scene(rng: random.Random, scene: Scene, n: int, exclude: set[tuple[str, str]],
-               first_oid: int = 1) -> Scene:
-    """Add up to n objects whose (colour, shape) is not in `exclude`, without overlaps."""
+               first_oid: int = 1, distinct_colors: bool = False) -> Scene:
+    """Add up to n objects whose (colour, shape) is not in `exclude`, without overlaps (and, with
+    `distinct_colors`, in a colour no object of the scene has yet)."""
     for k in range(n):
+        if distinct_colors:
+            exclude = exclude | {(o.color, s) for o in scene.objects for s in SHAPES}
         box = place_box(rng, [o.box for o in scene.objects])
         if box is None:
             break

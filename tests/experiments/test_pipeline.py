@@ -26,6 +26,9 @@ def test_smoke_runs_and_second_run_reuses_every_stage(tmp_path, caplog):
     assert run_json["seed"] == 0 and run_json["git_sha"] and run_json["config"]["name"] == "smoke"
     table = (tmp_path / "run" / "table.md").read_text()
     assert "| base |" in table and "| sft |" in table
+    # each row against the one before it, paired on the same eval samples (mig_eval.bootstrap)
+    diffs = json.loads((first["table"].dir / "differences.json").read_text())
+    assert [(d["a"], d["b"], d["n"]) for d in diffs] == [("base", "sft", 3)] and "| base | sft |" in table
 
     caplog.clear()
     caplog.set_level(logging.INFO, logger="mig_lab")
@@ -76,3 +79,25 @@ def test_run_py_cli_end_to_end(tmp_path):
     assert "experiment smoke finished" in proc.stderr + proc.stdout
     assert (Path(tmp_path) / "run" / "table.md").exists()
     assert (Path(tmp_path) / "run" / ".hydra" / "config.yaml").exists()
+
+
+def test_same_command_gives_the_same_metrics_exactly(tmp_path):
+    """run.threads pins torch's thread count (here 2, the default), so two runs of one debug experiment in
+    fresh caches agree to the last bit; another thread count is another cache key, and the caller's
+    thread count is restored after the job."""
+    import torch
+
+    before = torch.get_num_threads()
+    metrics = []
+    for k in range(2):
+        cfg = compose_cfg(["experiment=smoke", "debug=tiny", "logger=csv"], tmp_path / f"try{k}")
+        results = run(cfg)
+        assert json.loads((tmp_path / f"try{k}" / "run" / "run.json").read_text())["torch_threads"] == 2
+        metrics.append({n: (results[n].dir / "metrics.json").read_text() for n in ("eval_base", "eval_sft")})
+        assert torch.get_num_threads() == before
+    assert metrics[0] == metrics[1]
+    one = compose_cfg(["experiment=smoke", "debug=tiny", "logger=csv", "run.threads=1"], tmp_path / "try0")
+    from mig_lab.graph import plan
+
+    keys = {p.name: p.key for p in plan(one)}
+    assert keys["sft"] != results["sft"].dir.name.split("-")[-1] and keys["data"] == results["data"].dir.name.split("-")[-1]

@@ -120,6 +120,15 @@ def test_image_counts_follow_config():
         assert {len(it.scenes) for it in items(task, 8, cfg)} == {2}
 
 
+def test_distinct_colors_gives_every_object_of_an_image_its_own_colour():
+    cfg = synth_cfg(min_objects=4, max_objects=4, distinct_colors=True)
+    scenes = [it.scenes[0] for it in items("single_grounding", 40, cfg)]
+    assert all(len({o.color for o in s.objects}) == len(s.objects) for s in scenes)
+    assert sum(len(s.objects) for s in scenes) >= 150  # the images really hold several objects
+    shared = [it.scenes[0] for it in items("single_grounding", 40, synth_cfg(min_objects=4, max_objects=4))]
+    assert any(len({o.color for o in s.objects}) < len(s.objects) for s in shared)  # off by default
+
+
 # ------------------------------------------------------------------- answers on the right pixels
 @pytest.mark.parametrize("task", OBJECT_TASKS)
 def test_answer_box_tightly_bounds_the_target_and_centre_has_its_colour(task):

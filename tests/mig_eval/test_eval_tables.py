@@ -78,8 +78,10 @@ def test_render_puts_our_rows_beside_the_papers(tmp_path):
     md = write_table("migician_table1", ours, tmp_path, beside={"tiny": "Qwen2-VL-7B"})
     lines = md.splitlines()
     i = next(k for k, line in enumerate(lines) if line.startswith("| Qwen2-VL-7B |"))
-    assert lines[i + 1] == "| **tiny** |" + " **50.00** |" * 11
-    assert "| **this codebase** |" in md and "| **partial** | **30.00** | - |" in md
+    # 5 of 10 right per task: the 95% bootstrap interval of a task is [20, 80] (Binomial(10, 0.5) / 10),
+    # of the mean of ten such tasks about +-9.5
+    assert lines[i + 1] == "| **tiny** |" + " **50.00 ± 30.00** |" * 10 + " **50.00 ± 9.50** |"
+    assert "| **this codebase** |" in md and "| **partial** | **30.00 ± 30.00** | - |" in md
     assert "partial: the average is over the 1 task(s) evaluated" in md
     assert "| Human | 99.50* |" in md
     rows = list(csv.reader((tmp_path / "migician_table1.csv").open()))
@@ -134,6 +136,6 @@ def test_cli_reads_metrics_files_stage_folders_and_run_folders(tmp_path, capsys)
     md = (tmp_path / "out" / "mirg_rl_table1.md").read_text()
     assert "| **mine** |" in md and "| **eval_sft** |" in md
     assert md.index("| Migician |") < md.index("| **mine** |") < md.index("| MIRG-RL-7B |")
-    assert main(["coldstart_rl_table3", str(stage)]) == 0 and "| **evaluate-abc** | **20.00** |" in capsys.readouterr().out
+    assert main(["coldstart_rl_table3", str(stage)]) == 0 and "| **evaluate-abc** | **20.00 ± 12.50** |" in capsys.readouterr().out
     assert main(["migician_table1", str(tmp_path / "nothing")]) == 2
     assert main(["--list"]) == 0 and "coldstart_rl_table9: coldstart_rl Table 9" in capsys.readouterr().out

@@ -62,6 +62,7 @@ PIPELINE: dict[str, dict] = {
     "eval": {"kind": "evaluate", "inputs": {"data": "data", "model": "merge"}},
     "eval_base_mcot": {"kind": "evaluate", "inputs": {"data": "data"},
                        "overrides": {"eval": {"answer_form": "all", "cot": "multi", "gallery_per_task": 1}}},
+    "swap": {"kind": "query_swap", "inputs": {"data": "data", "model": "sft"}},
     "random_guess": {"kind": "random_guess", "inputs": {"data": "data"}},
     "combine": {"kind": "combine_evals", "inputs": {"merged": "eval"}},
     "table": {"kind": "report", "inputs": {"merged": "eval", "guess": "random_guess"}},

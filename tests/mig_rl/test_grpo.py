@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from mig_data.loading import load_split
 from mig_models.builders import build_tiny
 from mig_rl import grpo
-from mig_rl.rejection import rejection_sample
+from mig_rl.rejection import pass_at_k, pass_rates, rejection_sample
 from mig_rl.rollout import completion_mask, generate_rollouts, sequence_logprobs
 from tests.conftest import compose_cfg
 
@@ -83,6 +83,13 @@ def test_grpo_runs_logs_and_resumes_exactly(synth_data, tmp_path):
     summary = grpo.setup(_cfg(tmp_path, "rl.kl_beta=0.1"), synth_data, straight)
     assert summary["steps"] == 2 and summary["reference"] == "frozen_copy"
     assert len(summary["reward_curve"]) == 2
+    # diagnostics: every reward component's curve, pass@1 / pass@G per step and of the starting model
+    assert {"total", "iou", "format"} <= summary["reward_curves"].keys()
+    assert all(len(c) == 2 for c in summary["reward_curves"].values())
+    assert set(summary["pass_curves"]) == {"pass@1", "pass@2"} and len(summary["pass_curves"]["pass@2"]) == 2
+    start = summary["start_pass"]
+    assert (start["prompts"], start["k"]) == (min(32, len(load_split(synth_data, "train"))), 2)
+    assert 0 <= start["pass@1"] <= start["pass@2"] <= 1
     rows = (straight / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     for col in ("reward/total", "reward/iou", "reward/format", "train/kl", "train/clip_fraction",
@@ -90,7 +97,7 @@ def test_grpo_runs_logs_and_resumes_exactly(synth_data, tmp_path):
         assert col in header, col
     first = grpo.setup(_cfg(tmp_path, "rl.kl_beta=0.1"), synth_data, resumed, stop_at_step=1)
     assert first["steps"] == 1
-    grpo.setup(_cfg(tmp_path, "rl.kl_beta=0.1"), synth_data, resumed)
+    assert grpo.setup(_cfg(tmp_path, "rl.kl_beta=0.1"), synth_data, resumed)["start_pass"] == start  # read back
     a = load_file(straight / "model" / "model.safetensors")
     b = load_file(resumed / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -119,7 +126,18 @@ def test_rejection_sampling_accounts_for_every_prompt(synth_data):
     assert stats["prompts"] == 4 and stats["k"] == 3
     assert stats["kept"] + stats["all_right"] + stats["all_wrong"] == 4 and len(kept) == stats["kept"]
     assert all(0 < s.meta["rs_correct"] < 3 for s in kept)
+    # the model's pass rates on all prompts: pass@k = share of prompts with a right answer, pass@1 = share of
+    # right answers
+    assert stats["pass@3"] == pytest.approx(1 - stats["all_wrong"] / 4)
+    assert stats["pass@1"] == pytest.approx((sum(s.meta["rs_correct"] for s in kept) + 3 * stats["all_right"]) / 12)
     json.dumps(stats)
+
+
+def test_pass_at_k_matches_the_unbiased_estimator_by_hand():
+    assert pass_at_k(8, 2, 1) == 0.25 and pass_at_k(8, 2, 8) == 1.0 and pass_at_k(8, 0, 8) == 0.0
+    assert pass_at_k(8, 2, 4) == pytest.approx(1 - 15 / 70)  # 1 - C(6,4) / C(8,4)
+    rates = pass_rates([0, 2, 8], 8)
+    assert rates == {"pass@1": pytest.approx((0 + 0.25 + 1) / 3), "pass@8": pytest.approx(2 / 3)}
 
 
 def test_rejection_keeps_exactly_the_prompts_answered_partly_right(synth_data):
