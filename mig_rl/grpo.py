@@ -86,7 +86,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                                     rank=fabric.global_rank)
     record = run_record(cfg, stage="grpo")
     history: list[dict] = []
-    start_pass = starting_pass_rates(fabric, cfg, policy, processor, samples, out_dir)
+    start_pass = starting_pass_rates(fabric, cfg, policy, processor, samples, out_dir, state["step"])
 
     bar = progress(total=rl.max_steps, initial=state["step"], desc="grpo", rank_zero=fabric.global_rank == 0)
     while state["step"] < rl.max_steps:
@@ -168,15 +168,19 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     return summary
 
 
-def starting_pass_rates(fabric: Fabric, cfg: DictConfig, policy, processor, samples: list, out_dir: Path) -> dict:
+def starting_pass_rates(fabric: Fabric, cfg: DictConfig, policy, processor, samples: list, out_dir: Path,
+                        step: int) -> dict:
     """pass@1 and pass@G of the starting model on the first `rl.start_pass_prompts` prompts (sampled as the
-    rollouts are, sharded over the ranks), measured once: a resumed run reads `start_pass.json`."""
+    rollouts are, sharded over the ranks), measured once before step 1: a resumed run reads `start_pass.json`
+    (a run resumed past step 0 without it says so rather than measure the resumed policy)."""
     rl = cfg.rl
     path = out_dir / "start_pass.json"
     if rl.start_pass_prompts <= 0:
         return {}
     if path.exists():
         return read_json(path)
+    if step > 0:
+        return {"not_measured": f"resumed at step {step} from a checkpoint written without start_pass.json"}
     prompts = samples[: rl.start_pass_prompts]
     right = count_right(policy.module if hasattr(policy, "module") else policy, processor, cfg.model.family,
                         prompts, rl.num_generations, rl.temperature, rl.top_p, rl.max_new_tokens, cfg.seed,

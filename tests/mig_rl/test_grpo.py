@@ -103,6 +103,15 @@ def test_grpo_runs_logs_and_resumes_exactly(synth_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resumed_run_never_measures_the_resumed_policy_as_the_starting_model(synth_data, tmp_path):
+    out = tmp_path / "rl"
+    first = grpo.setup(_cfg(tmp_path, "rl.kl_beta=0"), synth_data, out, stop_at_step=1)
+    assert first["start_pass"]["k"] == 2 and (out / "start_pass.json").exists()
+    (out / "start_pass.json").unlink()  # e.g. a checkpoint written before start_pass existed
+    resumed = grpo.setup(_cfg(tmp_path, "rl.kl_beta=0"), synth_data, out)
+    assert resumed["steps"] == 2 and "not_measured" in resumed["start_pass"]
+
+
 def test_lora_policy_reference_is_the_base_with_adapters_disabled(synth_data, tmp_path):
     summary = grpo.setup(_cfg(tmp_path, "train.mode=lora", "rl.kl_beta=0.5", "rl.max_steps=1"), synth_data,
                          tmp_path / "lora")
