@@ -74,7 +74,8 @@ def task_intervals(by_task: Scores, groups: Optional[Mapping[str, Iterable[str]]
     out = {t: percentile_interval(reps[:, i], level) for i, t in enumerate(tasks)}
     out["overall"] = percentile_interval(reps.mean(axis=1), level)
     for name, members in (groups or {}).items():
-        cols = [i for i, t in enumerate(tasks) if t in set(members)]
+        wanted = set(members)
+        cols = [i for i, t in enumerate(tasks) if t in wanted]
         if cols:
             out[f"group:{name}"] = percentile_interval(reps[:, cols].mean(axis=1), level)
     return out

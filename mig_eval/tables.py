@@ -72,10 +72,8 @@ def metric_value(metrics: dict, key: Optional[str], metric: str) -> Optional[flo
 
 def metric_cell(metrics: dict, key: Optional[str], metric: str) -> str:
     """Our cell: 'value ± half-width' of its 95% bootstrap interval (percent) where metrics.json has one."""
-    if not key or _entry(metrics, key).get(metric) is None:
-        return "-"
-    entry = _entry(metrics, key)
-    return plus_minus(entry[metric], (entry.get("ci95") or {}).get(metric))
+    entry = _entry(metrics, key) if key else {}
+    return plus_minus(entry.get(metric), (entry.get("ci95") or {}).get(metric))
 
 
 def row_key(row: dict) -> str:
