@@ -75,7 +75,12 @@ def difference_pairs(spec, roles: list[str]) -> list[tuple[str, str]]:
     return pairs  # type: ignore[return-value]
 
 
-@stage_kind("report", reads=("report",), cache=False)
+def check_differences(cfg: DictConfig, inputs: dict[str, str]) -> None:
+    """Planning: `report.differences` names this stage's input roles (checked before anything runs)."""
+    difference_pairs(cfg.report.get("differences", "adjacent"), list(inputs))
+
+
+@stage_kind("report", reads=("report",), cache=False, checks=(check_differences,))
 def report_stage(ctx: StageContext) -> dict:
     """A table of the evaluate inputs (one row per input role), written as markdown and CSV.
 

@@ -392,6 +392,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
     if not 0.0 <= cfg.train.warmup_ratio < 1.0:
         raise ConfigError(f"config key 'train.warmup_ratio' must be in [0, 1), got {cfg.train.warmup_ratio}")
+    if cfg.run.threads < 0:
+        raise ConfigError(f"config key 'run.threads' is {cfg.run.threads}: expected a thread count >= 1, or 0 to "
+                          f"leave it to OMP_NUM_THREADS / all cores")
     if cfg.rl.num_generations < 2:
         raise ConfigError("config key 'rl.num_generations' must be >= 2: GRPO compares rollouts in a group")
     if cfg.model.min_pixels > cfg.model.max_pixels:

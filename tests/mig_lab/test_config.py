@@ -92,6 +92,15 @@ def test_bad_choice_names_key():
         validate(cfg)
 
 
+def test_bad_thread_count_and_difference_pairs_are_named_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match=r"'run\.threads' is -1"):
+        validate(compose_cfg(["run.threads=-1"]))
+    cfg = compose_cfg(["experiment=smoke", "+report.differences=[[base, nope]]"], tmp_path)
+    with pytest.raises(ConfigError, match=r"stage 'table'.*report\.differences.*\['base', 'sft'\]"):
+        plan(cfg)
+    plan(compose_cfg(["experiment=smoke", "+report.differences=[[sft, base]]"], tmp_path))  # roles it has: fine
+
+
 def test_typed_float_stays_float():
     cfg = compose_cfg(["rl.kl_beta=0"])
     assert isinstance(cfg.rl.kl_beta, float) and cfg.rl.kl_beta == 0.0
