@@ -22,6 +22,8 @@ from omegaconf import DictConfig
 
 from mig_data.loading import load_split
 from mig_data.schema import Sample
+from mig_data.synth.general import refer_question
+from mig_data.synth.scene import Obj
 from mig_eval.evaluate import aggregate, check_eval_config, evaluate_samples
 from mig_lab.boxes import iou
 from mig_lab.fabric import run_loop
@@ -29,11 +31,6 @@ from mig_lab.ranks import gather_objects
 from mig_lab.records import atomic_write_json
 from mig_lab.stage_kind import StageContext, model_dir, stage_kind
 from mig_models.builders import build_model, check_model_source
-
-
-def refer(obj: dict) -> str:
-    """The single_grounding question naming `obj` (a scene-graph object)."""
-    return f"Locate <|object_ref_start|>the {obj['color']} {obj['shape']}<|object_ref_end|> in the image."
 
 
 def swapped(sample: Sample) -> Optional[Sample]:
@@ -48,7 +45,7 @@ def swapped(sample: Sample) -> Optional[Sample]:
     if other is None:
         return None
     meta = {**sample.meta, "target_oid": other["oid"], "target": f"{other['color']} {other['shape']}"}
-    return dataclasses.replace(sample, id=f"{sample.id}-swap", question=refer(other), answer=list(other["box"]),
+    return dataclasses.replace(sample, id=f"{sample.id}-swap", question=refer_question(Obj(shape=other["shape"], color=other["color"], box=other["box"])), answer=list(other["box"]),
                                answer_image=0, meta=meta)
 
 
