@@ -9,7 +9,7 @@ evaluation builds them.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -170,10 +170,20 @@ class SFTCollator:
         return dict(batch)
 
 
-def generation_batch(processor: Any, family: str, samples: list[Sample], questions: Optional[list[str]] = None,
-                     image_subsets: Optional[list[list[int]]] = None, system_prompt: Optional[str] = None
-                     ) -> tuple[dict[str, torch.Tensor], list[list[ImageHW]]]:
-    """Samples -> a left-padded prompt batch for generation, and each sample's per-image sizes.
+class PromptBatch(NamedTuple):
+    """B generation prompts in the two forms the backends take: chat-templated text with its images
+    (vLLM), and the processor's left-padded tensors (HF `generate`, and the RL log-prob forwards)."""
+
+    texts: list[str]  # [B] prompts through the processor's chat template, ending with the assistant header
+    images: list[list[Image.Image]]  # [B] each prompt's images, in the order of its image placeholders
+    hws: list[list[ImageHW]]  # [B] per-image (h, w) after the processor's resize
+    tensors: dict[str, torch.Tensor]  # input_ids/attention_mask/mm_token_type_ids [B, P]; pixel_values; image_grid_thw
+
+
+def generation_prompts(processor: Any, family: str, samples: list[Sample], questions: Optional[list[str]] = None,
+                       image_subsets: Optional[list[list[int]]] = None, system_prompt: Optional[str] = None
+                       ) -> PromptBatch:
+    """Samples -> generation prompts (texts, images, sizes, left-padded tensors).
 
     `questions` replaces the sample questions (CoT step prompts); `image_subsets` picks which of a
     sample's images to show (polling shows one at a time).
@@ -192,4 +202,5 @@ def generation_batch(processor: Any, family: str, samples: list[Sample], questio
         texts.append(processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
         images.append(ims)
     batch = processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
-    return dict(batch), hws_all
+    return PromptBatch(texts, images, hws_all, dict(batch))
+

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from mig_data.collate import generation_batch
+from mig_data.collate import generation_prompts
 from mig_data.schema import Sample
 from mig_eval import cot_baselines as cot
 from mig_eval.answer_forms import (
@@ -40,7 +40,8 @@ from mig_lab import progress
 from mig_lab.boxes import answer_text, find_boxes_at, iou, parse_response, resolve_bbox_id
 from mig_lab.config import ConfigError
 from mig_lab.records import atomic_write_text
-from mig_models.generation import generate
+from mig_models.generation import Backend, HFBackend, Sampling
+from mig_models.sampling import row_seed
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +145,17 @@ def shown_prompts(batch: dict, tokenizer: Any) -> list[str]:
     return out
 
 
-def run_prompts(model: Any, processor: Any, family: str, prompts: Sequence[Prompt], ecfg: DictConfig,
+def run_prompts(backend: Backend, processor: Any, family: str, prompts: Sequence[Prompt], ecfg: DictConfig,
                 seed: int, system_prompt: Optional[str] = None, record: bool = False
                 ) -> tuple[list[str], list[list], list[Optional[str]]]:
     """Generate for a batch of prompts: (responses, per-prompt image sizes, prompts as shown)."""
     samples = [dataclasses.replace(p.sample, need_format=p.need_format) for p in prompts]
-    batch, hws = generation_batch(processor, family, samples, questions=[p.question for p in prompts],
-                                  image_subsets=[p.images for p in prompts], system_prompt=system_prompt)
-    texts, _ = generate(model, processor.tokenizer, batch, ecfg.max_new_tokens, do_sample=ecfg.do_sample,
-                        temperature=ecfg.temperature, seed=seed)
-    shown = shown_prompts(batch, processor.tokenizer) if record else [None] * len(prompts)
-    return texts, hws, shown
+    batch = generation_prompts(processor, family, samples, questions=[p.question for p in prompts],
+                               image_subsets=[p.images for p in prompts], system_prompt=system_prompt)
+    seeds = [row_seed("eval", seed, i) for i in range(len(prompts))] if ecfg.do_sample else None
+    texts, _ = backend.generate(batch, Sampling(ecfg.max_new_tokens, ecfg.do_sample, ecfg.temperature), 1, seeds)
+    shown = shown_prompts(batch.tensors, processor.tokenizer) if record else [None] * len(prompts)
+    return texts, batch.hws, shown
 
 
 def check_eval_config(ecfg: DictConfig) -> None:
@@ -241,8 +242,10 @@ def score_step2(sample: Sample, response: str, hws: list, image: int, mode: str,
 def evaluate_samples(model: Any, processor: Any, family: str, samples: list[Sample], ecfg: DictConfig,
                      pred_path: Path, seed: int = 0, system_prompt: Optional[str] = None,
                      convention: Optional[str] = None, rank: int = 0, world: int = 1,
-                     gather: Optional[Callable[[Any], list]] = None) -> Optional[list[dict]]:
-    """Evaluate `samples`, appending to `pred_path`; returns predictions in sample order.
+                     gather: Optional[Callable[[Any], list]] = None, backend: Optional[Backend] = None
+                     ) -> Optional[list[dict]]:
+    """Evaluate `samples`, appending to `pred_path`; returns predictions in sample order. Generation goes
+    through `backend` (default: transformers `generate` on `model`).
 
     Sharded over `world` ranks: the batches are formed exactly as in one process and batch j goes to rank
     j % world (so predictions are identical to a one-process run); each rank appends to its own part file
@@ -257,6 +260,7 @@ def evaluate_samples(model: Any, processor: Any, family: str, samples: list[Samp
     if world > 1:
         gather(None)  # every rank has read the part files before any rank appends to its own
     model.eval()
+    backend = backend or HFBackend(model, processor.tokenizer)
     pred_path.parent.mkdir(parents=True, exist_ok=True)
     answer = answer_direct if ecfg.cot == "none" else answer_cot
     part = pred_path if world == 1 else pred_path.with_name(f"{pred_path.stem}.rank{rank}.jsonl")
@@ -267,7 +271,7 @@ def evaluate_samples(model: Any, processor: Any, family: str, samples: list[Samp
             chunk = units[start:start + ecfg.batch_size]
 
             def gen(prompts, record=False, _seed=seed + chunk[0][0]):
-                return run_prompts(model, processor, family, prompts, ecfg, _seed, system_prompt, record)
+                return run_prompts(backend, processor, family, prompts, ecfg, _seed, system_prompt, record)
 
             for rec in answer(chunk, samples, gen, convention, ecfg):
                 if rec["index"] not in done and rec["index"] not in new:

@@ -31,6 +31,7 @@ from mig_lab.ranks import gather_objects
 from mig_lab.records import atomic_write_json
 from mig_lab.stage_kind import StageContext, model_dir, stage_kind
 from mig_models.builders import build_model, check_model_source
+from mig_models.generation import make_backend
 
 
 def swapped(sample: Sample) -> Optional[Sample]:
@@ -64,7 +65,7 @@ def swap_stats(first: list[dict], second: list[dict], no_swap: int) -> dict:
             "same_box": same / n}
 
 
-@stage_kind("query_swap", reads=("seed", "model", "run.threads", "data.on_error", "eval", "fabric"), ranks="all",
+@stage_kind("query_swap", reads=("seed", "model", "run.threads", "data.on_error", "eval", "generation.backend", "fabric"), ranks="all",
             needs=("data",), checks=(check_model_source, lambda cfg, inputs: check_eval_config(cfg.eval)),
             ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def query_swap_stage(ctx: StageContext) -> Optional[dict]:
@@ -83,7 +84,9 @@ def _query_swap(fabric: Fabric, cfg: DictConfig, ctx: StageContext) -> Optional[
     with fabric.autocast():
         preds = evaluate_samples(model, processor, cfg.model.family, [x for p in pairs for x in p], e,
                                  ctx.out_dir / "predictions.jsonl", seed=cfg.seed, system_prompt=cfg.model.system_prompt,
-                                 rank=fabric.global_rank, world=fabric.world_size, gather=gather_objects)
+                                 rank=fabric.global_rank, world=fabric.world_size, gather=gather_objects,
+                                 backend=make_backend(cfg, model, processor, str(path) if path else cfg.model.path,
+                                                      rank=fabric.global_rank, world_size=fabric.world_size))
     if preds is None:  # not rank 0
         return None
     stats = swap_stats(preds[0::2], preds[1::2], no_swap=len(samples) - len(pairs))

@@ -26,9 +26,10 @@ from mig_lab.ranks import gather_objects
 from mig_lab.records import atomic_write_json, read_json
 from mig_lab.stage_kind import StageContext, model_dir, stage_kind
 from mig_models.builders import build_model, check_model_source
+from mig_models.generation import make_backend
 
 
-@stage_kind("evaluate", reads=("seed", "model", "run.threads", "data.on_error", "eval", "fabric"), ranks="all", needs=("data",),
+@stage_kind("evaluate", reads=("seed", "model", "run.threads", "data.on_error", "eval", "generation.backend", "fabric"), ranks="all", needs=("data",),
             checks=(check_model_source, lambda cfg, inputs: check_eval_config(cfg.eval)),
        ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def evaluate_stage(ctx: StageContext) -> Optional[dict]:
@@ -47,7 +48,9 @@ def _evaluate(fabric: Fabric, cfg: DictConfig, ctx: StageContext) -> Optional[di
     with fabric.autocast():
         preds = evaluate_samples(model, processor, cfg.model.family, samples, e, ctx.out_dir / "predictions.jsonl",
                                  seed=cfg.seed, system_prompt=cfg.model.system_prompt, rank=fabric.global_rank,
-                                 world=fabric.world_size, gather=gather_objects)
+                                 world=fabric.world_size, gather=gather_objects,
+                                 backend=make_backend(cfg, model, processor, str(path) if path else cfg.model.path,
+                                                      rank=fabric.global_rank, world_size=fabric.world_size))
     if preds is None:  # not rank 0
         return None
     report = aggregate(preds)

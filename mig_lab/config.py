@@ -7,6 +7,7 @@ the key, and typed fields keep their types (`rl.kl_beta=0` stays the float 0.0).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -255,6 +256,27 @@ class EvalConfig:
     gallery_per_task: int = 0
 
 
+# ------------------------------------------------------------------------------------ generation
+@dataclass
+class VLLMConfig:
+    """The colocated vLLM engine (`generation.backend=vllm`; GPUs, the `vllm` extra)."""
+
+    gpu_memory_utilization: float = 0.3  # share of each GPU the engine may take; training keeps the rest
+    tensor_parallel_size: int = 1  # GPUs one engine spans (a model too big for one)
+    max_model_len: int = 4096  # prompt + completion tokens
+    sleep: bool = True  # free the engine's memory (weights + KV cache) while the policy trains; wake to generate
+    enforce_eager: bool = False  # no CUDA graphs (faster start, slower decode)
+
+
+@dataclass
+class GenerationConfig:
+    """How evaluation, rejection sampling and GRPO rollouts generate (mig_models/generation.py)."""
+
+    backend: str = "hf"  # hf: transformers generate (everywhere) | vllm: a colocated vLLM engine (GPUs)
+    batch_size: int = 8  # prompts per generate call in rejection sampling and pass@k (x K samples each)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+
+
 # ---------------------------------------------------------------------------------------- fabric
 @dataclass
 class FabricConfig:
@@ -337,6 +359,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     cot: CotConfig = field(default_factory=CotConfig)
     trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
@@ -376,6 +399,7 @@ _CHOICES = {
     "eval.cot": ("none", "single", "multi"),
     "trajectory.form": ("grounded", "reasoning", "answer"),
     "logger.kind": ("wandb", "csv", "none"),
+    "generation.backend": ("hf", "vllm"),
     "logger.mode": ("auto", "offline", "online", "disabled"),
 }
 
@@ -386,12 +410,20 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' is {value!r}; expected one of {list(allowed)}")
-    for key in ("train.batch_size", "train.micro_batch_size", "rl.batch_size", "rl.micro_batch_size"):
+    for key in ("train.batch_size", "train.micro_batch_size", "rl.batch_size", "rl.micro_batch_size",
+                "generation.batch_size", "generation.vllm.tensor_parallel_size"):
         value = OmegaConf.select(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
     if not 0.0 <= cfg.train.warmup_ratio < 1.0:
         raise ConfigError(f"config key 'train.warmup_ratio' must be in [0, 1), got {cfg.train.warmup_ratio}")
+    if not 0.0 < cfg.generation.vllm.gpu_memory_utilization <= 1.0:
+        raise ConfigError(f"config key 'generation.vllm.gpu_memory_utilization' must be in (0, 1], got "
+                          f"{cfg.generation.vllm.gpu_memory_utilization}")
+    if cfg.generation.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("config key 'generation.backend' is 'vllm', but the vllm package is not installed: "
+                          "pip install -e '.[vllm]' on a CUDA machine (vLLM pins its own torch: use an environment "
+                          "without the CPU constraints file), or use generation.backend=hf")
     if cfg.run.threads < 0:
         raise ConfigError(f"config key 'run.threads' is {cfg.run.threads}: expected a thread count >= 1, or 0 to "
                           f"leave it to OMP_NUM_THREADS / all cores")
@@ -428,8 +460,6 @@ _LAUNCHER_PLUGINS = {"slurm": _SUBMITIT, "local": _SUBMITIT, "submitit_slurm": _
 def check_launcher_plugin(argv: list[str]) -> None:
     """`hydra/launcher=<name>` on the command line: its plugin must be installed (checked before Hydra,
     which would only say it cannot find the config)."""
-    import importlib.util
-
     for arg in argv:
         if not arg.startswith("hydra/launcher="):
             continue

@@ -34,6 +34,7 @@ from mig_lab.loggers import WandbLogger, log_images, log_table
 from mig_lab.ranks import gather_objects, mean_over_ranks
 from mig_lab.records import atomic_write_json, read_json, run_record
 from mig_models.builders import count_parameters
+from mig_models.generation import make_backend
 from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_names
 from mig_rl.loss import group_advantages, grpo_loss
 from mig_rl.rejection import count_right, pass_rates
@@ -86,7 +87,9 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
                                     rank=fabric.global_rank)
     record = run_record(cfg, stage="grpo")
     history: list[dict] = []
-    start_pass = starting_pass_rates(fabric, cfg, policy, processor, samples, out_dir, state["step"])
+    backend = make_backend(cfg, unwrap(policy), processor, str(init_model) if init_model else cfg.model.path,
+                           training=True, rank=fabric.global_rank, world_size=fabric.world_size)
+    start_pass = starting_pass_rates(fabric, cfg, policy, processor, samples, out_dir, state["step"], backend)
 
     bar = progress(total=rl.max_steps, initial=state["step"], desc="grpo", rank_zero=fabric.global_rank == 0)
     while state["step"] < rl.max_steps:
@@ -94,14 +97,14 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
             break
         t0 = time.perf_counter()
         policy.eval()
+        backend.sync_weights(unwrap(policy))  # vllm: the engine gets the weights of the last update
         buffer = []
         for _ in range(accum):
             idx = sampler.batch(state["micro_batches"])
             state["micro_batches"] += 1
-            r = generate_rollouts(policy.module if hasattr(policy, "module") else policy, processor,
-                                  cfg.model.family, [samples[i] for i in idx], idx, rl.num_generations,
-                                  rl.max_new_tokens, rl.temperature, rl.top_p, cfg.seed, state["step"],
-                                  cfg.model.system_prompt)
+            r = generate_rollouts(unwrap(policy), processor, cfg.model.family, [samples[i] for i in idx], idx,
+                                  rl.num_generations, rl.max_new_tokens, rl.temperature, rl.top_p, cfg.seed,
+                                  state["step"], cfg.model.system_prompt, backend=backend)
             columns = reward_columns(r, convention, rl.no_answer_block, rl.unnamed_image)
             total, parts = score_rewards(r.texts, dict(rl.rewards), **columns)
             parts["_acc50"] = torch.tensor(acc50_reward(r.texts, **columns), dtype=torch.float)
@@ -169,7 +172,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
 
 
 def starting_pass_rates(fabric: Fabric, cfg: DictConfig, policy, processor, samples: list, out_dir: Path,
-                        step: int) -> dict:
+                        step: int, backend=None) -> dict:
     """pass@1 and pass@G of the starting model on the first `rl.start_pass_prompts` prompts (sampled as the
     rollouts are, sharded over the ranks), measured once before step 1: a resumed run reads `start_pass.json`
     (a run resumed past step 0 without it says so rather than measure the resumed policy)."""
@@ -182,11 +185,13 @@ def starting_pass_rates(fabric: Fabric, cfg: DictConfig, policy, processor, samp
     if step > 0:
         return {"not_measured": f"resumed at step {step} from a checkpoint written without start_pass.json"}
     prompts = samples[: rl.start_pass_prompts]
-    right = count_right(policy.module if hasattr(policy, "module") else policy, processor, cfg.model.family,
+    if backend is not None:
+        backend.sync_weights(unwrap(policy))
+    right = count_right(unwrap(policy), processor, cfg.model.family,
                         prompts, rl.num_generations, rl.temperature, rl.top_p, rl.max_new_tokens, cfg.seed,
                         cfg.model.system_prompt, rank=fabric.global_rank, world=fabric.world_size,
                         gather=gather_objects, no_answer_block=rl.no_answer_block, unnamed_image=rl.unnamed_image,
-                        desc="pass@k of the starting model")
+                        desc="pass@k of the starting model", batch_size=cfg.generation.batch_size, backend=backend)
     out = gather_objects({"prompts": len(prompts), "k": rl.num_generations, **pass_rates(right, rl.num_generations)}
                          if right is not None else None)[0]  # rank 0's numbers, on every rank
     if fabric.global_rank == 0:
@@ -196,12 +201,16 @@ def starting_pass_rates(fabric: Fabric, cfg: DictConfig, policy, processor, samp
     return out
 
 
+def unwrap(model):
+    """The module under Fabric's wrapper (what `generate` and peft's adapter switches are called on)."""
+    return model.module if hasattr(model, "module") else model
+
+
 def _reference_logprobs(policy, reference, r: Rollouts, rl: DictConfig, lora: bool) -> Optional[torch.Tensor]:
     if rl.kl_beta == 0:
         return None
     if lora:  # the base with adapters disabled is the reference: no second copy in memory
-        module = policy.module if hasattr(policy, "module") else policy
-        with module.disable_adapter():
+        with unwrap(policy).disable_adapter():
             return sequence_logprobs(policy, r, rl.temperature).detach()
     return sequence_logprobs(reference, r, rl.temperature).detach()
 

@@ -77,12 +77,13 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     return loss, {k: v.detach() for k, v in stats.items()}
 
 
-def completion_logprobs(logits: torch.Tensor, completion_ids: torch.Tensor, prompt_len: int,
-                        temperature: float = 1.0) -> torch.Tensor:
-    """Log-probs of the completion tokens under `logits` of the full sequence.
+def completion_logprobs(logits: torch.Tensor, completion_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of the completion tokens under the logits of a prompt (P, left-padded) + completion (C).
 
-    logits: [N, P+C, V] for sequences prompt (P, left-padded) + completion (C); completion_ids: [N, C].
-    Token t of the completion is predicted at position P-1+t. Returns [N, C].
+    logits: [N, K, V] of the last K >= C+1 positions (K = P+C for the full sequence, or C+1 with
+    `logits_to_keep=C+1`); completion_ids: [N, C]. Token t of the completion is predicted at position
+    P-1+t, i.e. at index K-C-1+t. Returns [N, C].
     """
-    pred = logits[:, prompt_len - 1:-1, :].float() / temperature  # [N, C, V]
+    c = completion_ids.shape[1]
+    pred = logits[:, -c - 1:-1, :].float() / temperature  # [N, C, V]
     return torch.gather(pred.log_softmax(-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)

@@ -39,20 +39,22 @@ def pass_rates(n_right: list[int], n: int) -> dict[str, float]:
 def count_right(model: Any, processor: Any, family: str, samples: list[Sample], k: int, temperature: float,
                 top_p: float, max_new_tokens: int, seed: int, system_prompt: Optional[str] = None,
                 rank: int = 0, world: int = 1, gather: Optional[Callable[[Any], list]] = None,
-                no_answer_block: str = "whole_text", unnamed_image: str = "answer", desc: str = "sampling"
-                ) -> Optional[list[int]]:
+                no_answer_block: str = "whole_text", unnamed_image: str = "answer", desc: str = "sampling",
+                batch_size: int = 8, backend: Any = None) -> Optional[list[int]]:
     """How many of k sampled answers to each prompt are right (IoU >= 0.5 by GRPO's reading rules
     `rl.no_answer_block`, `rl.unnamed_image`), in prompt order; rank 0 gets the list, other ranks None.
 
     Sharded over `world` ranks (prompt i on rank i % world; its rollouts are seeded by i, so the result is
-    the one-process result); `gather` brings the counts to rank 0."""
+    the one-process result); `batch_size` prompts x k per generate call; `gather` brings the counts to rank 0."""
     model.eval()
     mine: dict[int, int] = {}
-    for i in progress(range(rank, len(samples), world), desc=desc, rank_zero=rank == 0):
-        r = generate_rollouts(model, processor, family, [samples[i]], [i], k, max_new_tokens, temperature, top_p,
-                              seed, step=-1, system_prompt=system_prompt)
-        mine[i] = int(torch.tensor(acc50_reward(r.texts, **reward_columns(r, family, no_answer_block,
-                                                                                 unnamed_image))).sum())
+    own = list(range(rank, len(samples), world))
+    chunks = [own[j:j + batch_size] for j in range(0, len(own), batch_size)]
+    for idx in progress(chunks, desc=desc, rank_zero=rank == 0):
+        r = generate_rollouts(model, processor, family, [samples[i] for i in idx], idx, k, max_new_tokens,
+                              temperature, top_p, seed, step=-1, system_prompt=system_prompt, backend=backend)
+        right = torch.tensor(acc50_reward(r.texts, **reward_columns(r, family, no_answer_block, unnamed_image)))
+        mine.update(zip(idx, right.view(len(idx), k).sum(1).int().tolist()))
     right: dict[int, int] = {}
     for shard in (gather(mine) if world > 1 else [mine]):
         right.update(shard)
@@ -62,13 +64,13 @@ def count_right(model: Any, processor: Any, family: str, samples: list[Sample], 
 def rejection_sample(model: Any, processor: Any, family: str, samples: list[Sample], k: int, temperature: float,
                      top_p: float, max_new_tokens: int, seed: int, system_prompt: Optional[str] = None,
                      rank: int = 0, world: int = 1, gather: Optional[Callable[[Any], list]] = None,
-                     no_answer_block: str = "whole_text", unnamed_image: str = "answer"
-                     ) -> Optional[tuple[list[Sample], dict]]:
+                     no_answer_block: str = "whole_text", unnamed_image: str = "answer", batch_size: int = 8,
+                     backend: Any = None) -> Optional[tuple[list[Sample], dict]]:
     """Returns the kept samples (each with `meta["rs_correct"]` = how many of K were right) and stats,
     with the model's pass@1 and pass@K on all the prompts (the headroom GRPO has). Sharded as `count_right`."""
     n_right_all = count_right(model, processor, family, samples, k, temperature, top_p, max_new_tokens, seed,
                               system_prompt, rank, world, gather, no_answer_block, unnamed_image,
-                              desc="rejection sampling")
+                              desc="rejection sampling", batch_size=batch_size, backend=backend)
     if n_right_all is None:  # not rank 0
         return None
     kept = []

@@ -1,34 +1,43 @@
 """Rollouts for GRPO: G sampled completions per prompt, and their token log-probs under a model.
 
-Each prompt's rollouts are sampled with a seed derived from (seed, step, sample index), so a run is
-reproducible, a resumed run samples what the uninterrupted run would have, and a prompt's rollouts do
-not depend on which other prompts share its batch.
+All B prompts x G completions are generated in one batched call of the generation backend. Each
+completion is sampled with its own seed, derived from (seed, step, sample index, rollout index), so a run
+is reproducible, a resumed run samples what the uninterrupted run would have, and a prompt's rollouts do
+not depend on which other prompts share its batch (`mig_models.sampling`).
+
+Log-prob forwards keep only the logits of completion positions (`logits_to_keep`) and encode each prompt's
+images once for its G rows; with the vision tower frozen, once per batch for every forward
+(`mig_models.image_features`).
 """
 
 from __future__ import annotations
 
-import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 
-from mig_data.collate import generation_batch
+from mig_data.collate import generation_prompts
 from mig_data.schema import Sample
-from mig_models.generation import generate
+from mig_models.generation import Backend, HFBackend, Sampling, prompt_images, repeat_rows, stop_ids
+from mig_models.image_features import PromptImages, images_encoded_once, vision_is_frozen
+from mig_models.sampling import row_seed
 from mig_rl.loss import completion_logprobs
 
 
-def rollout_seed(seed: int, step: int, sample_index: int) -> int:
-    digest = hashlib.sha256(f"rollout/{seed}/{step}/{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+def rollout_seeds(seed: int, step: int, sample_indices: list[int], group_size: int) -> list[int]:
+    """[B*G] one seed per completion: prompt by prompt, its G rollouts in order."""
+    return [row_seed("rollout", seed, step, i, g) for i in sample_indices for g in range(group_size)]
 
 
 @dataclass
 class Rollouts:
     """N = B*G completions, ordered prompt by prompt (the G rollouts of prompt 0 first)."""
 
-    prompt: dict[str, torch.Tensor]  # left-padded prompt batch, expanded to N rows
+    prompt: dict[str, torch.Tensor]  # left-padded prompt tokens [N, P], every row's image grids, B prompts' pixels
+    images: Optional[PromptImages]  # the B prompts' images (encoded once; features kept when the tower is frozen)
+    rows: list[int]  # [N] the prompt of each row
     completion_ids: torch.Tensor  # [N, C] (padded after the first end-of-turn token)
     completion_mask: torch.Tensor  # [N, C] 1 up to and including the end-of-turn token
     texts: list[str]  # [N]
@@ -42,68 +51,50 @@ class Rollouts:
 
 def completion_mask(ids: torch.Tensor, stop_ids: set[int]) -> torch.Tensor:
     """[N, C] mask of tokens up to and including the first stop token (all tokens if none)."""
-    is_stop = torch.zeros_like(ids, dtype=torch.bool)
-    for s in stop_ids:
-        is_stop |= ids == s
+    is_stop = torch.isin(ids, torch.tensor(sorted(stop_ids), dtype=ids.dtype))
     after_stop = (is_stop.cumsum(1) - is_stop.long()) > 0  # strictly after the first stop
     return (~after_stop).long()
-
-
-def _left_pad(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
-    return torch.nn.functional.pad(t, (length - t.shape[1], 0), value=value)
-
-
-def _right_pad(t: torch.Tensor, length: int, value: int) -> torch.Tensor:
-    return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
 
 
 @torch.no_grad()
 def generate_rollouts(model: Any, processor: Any, family: str, samples: list[Sample], indices: list[int],
                       group_size: int, max_new_tokens: int, temperature: float, top_p: float, seed: int,
-                      step: int, system_prompt: Optional[str] = None) -> Rollouts:
+                      step: int, system_prompt: Optional[str] = None, backend: Optional[Backend] = None
+                      ) -> Rollouts:
+    """G sampled completions of each of the B `samples` (`indices`: their positions in the dataset, for the
+    seeds), in one call of `backend` (default: transformers `generate` on `model`)."""
     tok = processor.tokenizer
-    stop = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
-    pieces = []
-    for sample, idx in zip(samples, indices):
-        batch, hws = generation_batch(processor, family, [sample], system_prompt=system_prompt)
-        texts, ids = generate(model, tok, batch, max_new_tokens, do_sample=True, temperature=temperature,
-                              top_p=top_p, num_return_sequences=group_size, seed=rollout_seed(seed, step, idx))
-        pieces.append((sample, batch, hws[0], texts, ids.cpu()))
-
-    p_len = max(b["input_ids"].shape[1] for _, b, _, _, _ in pieces)
-    c_len = max(ids.shape[1] for *_, ids in pieces)
-    pad = tok.pad_token_id
-    cols: dict[str, list[torch.Tensor]] = {"input_ids": [], "attention_mask": [], "mm_token_type_ids": [],
-                                           "pixel_values": [], "image_grid_thw": []}
-    comp_ids, texts, rows, sizes = [], [], [], []
-    for sample, batch, hws, gen_texts, ids in pieces:
-        for _ in range(group_size):  # every rollout row carries its prompt's tensors
-            cols["input_ids"].append(_left_pad(batch["input_ids"], p_len, pad))
-            cols["attention_mask"].append(_left_pad(batch["attention_mask"], p_len, 0))
-            cols["mm_token_type_ids"].append(_left_pad(batch["mm_token_type_ids"], p_len, 0))
-            cols["pixel_values"].append(batch["pixel_values"])
-            cols["image_grid_thw"].append(batch["image_grid_thw"])
-        comp_ids.append(_right_pad(ids, c_len, pad))
-        texts.extend(gen_texts)
-        rows.extend([sample] * group_size)
-        sizes.extend([hws] * group_size)
-    prompt = {k: torch.cat(v) for k, v in cols.items()}
-    completion_ids = torch.cat(comp_ids)
-    return Rollouts(prompt=prompt, completion_ids=completion_ids,
-                    completion_mask=completion_mask(completion_ids, stop), texts=texts, samples=rows,
-                    image_sizes=sizes)
+    prompts = generation_prompts(processor, family, samples, system_prompt=system_prompt)
+    images = prompt_images(prompts.tensors, tok)
+    if images is not None:
+        images.keep = vision_is_frozen(model)
+    backend = backend or HFBackend(model, tok)
+    texts, ids = backend.generate(prompts, Sampling(max_new_tokens, True, temperature, top_p), group_size,
+                                  rollout_seeds(seed, step, indices, group_size), images=images)
+    batch, rows = repeat_rows(prompts.tensors, group_size, images)
+    ids = ids.cpu()
+    return Rollouts(prompt=batch, images=images, rows=rows, completion_ids=ids,
+                    completion_mask=completion_mask(ids, stop_ids(tok)), texts=texts,
+                    samples=[samples[b] for b in rows], image_sizes=[prompts.hws[b] for b in rows])
 
 
 def sequence_logprobs(model: Any, r: Rollouts, temperature: float = 1.0) -> torch.Tensor:
-    """Per-token log-probs [N, C] of the rollouts' completions under `model` (with grad if enabled)."""
+    """Per-token log-probs [N, C] of the rollouts' completions under `model` (with grad if enabled): logits
+    of the C completion positions only, each prompt's images encoded once for its rows."""
     p = r.prompt
     device = next(model.parameters()).device
-    ids = torch.cat([p["input_ids"], r.completion_ids], 1).to(device)
+    ids = torch.cat([p["input_ids"], r.completion_ids], 1).to(device)  # [N, P+C]
     attn = torch.cat([p["attention_mask"], r.completion_mask], 1).to(device)
     mm = torch.cat([p["mm_token_type_ids"], torch.zeros_like(r.completion_ids)], 1).to(device)
-    logits = model(input_ids=ids, attention_mask=attn, mm_token_type_ids=mm,
-                   pixel_values=p["pixel_values"].to(device), image_grid_thw=p["image_grid_thw"].to(device)).logits
-    return completion_logprobs(logits, r.completion_ids.to(device), r.prompt_len, temperature)
+    kwargs = {}
+    if r.images is not None:
+        kwargs = dict(pixel_values=p["pixel_values"].to(device), image_grid_thw=p["image_grid_thw"].to(device))
+    n_keep = r.completion_ids.shape[1] + 1  # position P-1 predicts completion token 0
+    encoded_once = images_encoded_once(model, r.images, r.rows) if r.images is not None else nullcontext()
+    with encoded_once:
+        logits = model(input_ids=ids, attention_mask=attn, mm_token_type_ids=mm, logits_to_keep=n_keep,
+                       **kwargs).logits  # [N, C+1, V]
+    return completion_logprobs(logits, r.completion_ids.to(device), temperature)
 
 
 def reward_columns(r: Rollouts, convention: str, no_answer_block: str = "whole_text",

@@ -29,9 +29,9 @@ def sft_stage(ctx: StageContext) -> dict:
 
 @stage_kind("grpo", reads=("seed", "model", "run.threads", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
                       "train.freeze_vision", "train.freeze_projector",
-                      "rl", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True,
+                      "rl", "generation.backend", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True,
             checks=(check_model_source, check_rewards),
-            version=2)  # 2: r_img names the scored box's image (issue 15 item 6)
+            version=3)  # 3: rollouts sampled with a seed per completion in one batched call (issue 17)
 def grpo_stage(ctx: StageContext) -> dict:
     """GRPO from the `model` input (the merged SFT model) on the `data` input's `rl.split` prompts."""
     from mig_rl import grpo
@@ -43,8 +43,8 @@ def grpo_stage(ctx: StageContext) -> dict:
 
 @stage_kind("rejection_sample", reads=("seed", "model", "run.threads", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
                                   "rl.top_p", "rl.max_new_tokens", "rl.no_answer_block", "rl.unnamed_image",
-                                  "fabric"), ranks="all", needs=("data",),
-            checks=(check_model_source,),
+                                  "generation.backend", "fabric"), ranks="all", needs=("data",),
+            checks=(check_model_source,), version=2,  # 2: a seed per sample, prompts batched (issue 17)
             ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def rejection_sample_stage(ctx: StageContext) -> Optional[dict]:
     """Keep the `data` input's `rl.split` prompts that the `model` input answers partly right (K samples);
@@ -57,6 +57,7 @@ def _rejection_sample(fabric, cfg: DictConfig, ctx: StageContext) -> Optional[di
     from mig_data.loading import load_split
     from mig_lab.records import atomic_write_json
     from mig_models.builders import build_model
+    from mig_models.generation import make_backend
     from mig_rl.rejection import rejection_sample
 
     samples = [s for s in load_split(ctx.input("data").dir, cfg.rl.split, on_error=cfg.data.on_error)
@@ -68,7 +69,9 @@ def _rejection_sample(fabric, cfg: DictConfig, ctx: StageContext) -> Optional[di
                               cfg.rl.temperature, cfg.rl.top_p, cfg.rl.max_new_tokens, cfg.seed,
                               cfg.model.system_prompt, rank=fabric.global_rank, world=fabric.world_size,
                               gather=gather_objects, no_answer_block=cfg.rl.no_answer_block,
-                              unnamed_image=cfg.rl.unnamed_image)
+                              unnamed_image=cfg.rl.unnamed_image, batch_size=cfg.generation.batch_size,
+                              backend=make_backend(cfg, model, processor, str(path) if path else cfg.model.path,
+                                                   rank=fabric.global_rank, world_size=fabric.world_size))
     if result is None:  # not rank 0
         return None
     kept, stats = result

@@ -48,18 +48,21 @@ class ModelTeacher:
         return [dataclasses.replace(s, need_format=False) for s in samples] if self.instruction else list(samples)
 
     def respond(self, samples: list[Sample], k: int, seed: int) -> list[list[str]]:
-        from mig_data.collate import generation_batch
-        from mig_models.generation import generate
+        from mig_data.collate import generation_prompts
+        from mig_models.generation import Sampling, hf_generate
+        from mig_models.sampling import row_seed
 
         out: list[list[str]] = []
         for start in range(0, len(samples), self.batch_size):
             chunk = self.asked(samples[start:start + self.batch_size])
             questions = [s.question + self.instruction for s in chunk]
-            batch, hws = generation_batch(self.processor, self.family, chunk, questions=questions)
-            self.image_sizes.update({s.id: h for s, h in zip(chunk, hws)})
-            texts, _ = generate(self.model, self.processor.tokenizer, batch, self.max_new_tokens,
-                                do_sample=self.temperature > 0,
-                                temperature=self.temperature, num_return_sequences=k, seed=seed + start)
+            prompts = generation_prompts(self.processor, self.family, chunk, questions=questions)
+            self.image_sizes.update({s.id: h for s, h in zip(chunk, prompts.hws)})
+            sampled = self.temperature > 0
+            seeds = [row_seed("teacher", seed, start + i, j) for i in range(len(chunk)) for j in range(k)]
+            texts, _ = hf_generate(self.model, self.processor.tokenizer, prompts.tensors,
+                                   Sampling(self.max_new_tokens, sampled, self.temperature if sampled else 1.0), k,
+                                   seeds if sampled else None)
             out.extend(texts[i * k:(i + 1) * k] for i in range(len(chunk)))
         return out
 
@@ -82,7 +85,8 @@ def teacher_fingerprint(cfg: Any) -> Any:
     with the CPU thread count it generates with (`run.threads`: the summation order of its matmuls)."""
     if cfg.cot.teacher.kind != "model":
         return None
-    return {"model": OmegaConf.to_container(cfg.model, resolve=True), "threads": cfg.run.threads}
+    return {"model": OmegaConf.to_container(cfg.model, resolve=True), "threads": cfg.run.threads,
+            "sampler": "seed-per-row"}  # issue 17: each response sampled with its own seed
 
 
 def model_teacher(teacher_cfg: Any, model_cfg: Any, instruction: str = "") -> ModelTeacher:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mig_data.collate import IGNORE_INDEX, SFTCollator, generation_batch
+from mig_data.collate import IGNORE_INDEX, SFTCollator, generation_prompts
 from mig_data.formats.coco import read_coco_instances, read_refcoco, write_coco
 from mig_data.formats.mig_bench import read_mig_bench, write_mig_bench
 from mig_data.formats.sharegpt import join_image_tags, read_sharegpt, split_image_tags, write_sharegpt
@@ -140,19 +140,20 @@ def test_multi_turn_sft_batch_trains_on_every_assistant_turn(tmp_path, family):
 def test_multi_turn_generation_prompt_stops_before_the_last_answer(tmp_path):
     samples = read_sharegpt(write_sharegpt_dataset(tmp_path)).samples
     processor = _processor("qwen2_vl")
-    batch, hws = generation_batch(processor, "qwen2_vl", samples[:1])
+    prompts = generation_prompts(processor, "qwen2_vl", samples[:1])
+    batch, hws = prompts.tensors, prompts.hws
     text = processor.tokenizer.decode(batch["input_ids"][0])
     assert text.endswith("Where is it here?<|im_end|>\n<|im_start|>assistant\n")
     assert "Image-2: <|box_start|>(100,200),(300,400)<|box_end|>" in text  # earlier turns are context
     assert "(500,500)" not in text and len(hws[0]) == 3
     # the evaluator names the question and the images it shows: its own question with all images is the same prompt
-    same, _ = generation_batch(processor, "qwen2_vl", samples[:1], questions=[samples[0].question],
+    same = generation_prompts(processor, "qwen2_vl", samples[:1], questions=[samples[0].question],
                                image_subsets=[[0, 1, 2]])
-    assert processor.tokenizer.decode(same["input_ids"][0]) == text
+    assert processor.tokenizer.decode(same.tensors["input_ids"][0]) == text
     # another question (a CoT step) or a subset of images (polling) is a single-turn prompt
-    polled, _ = generation_batch(processor, "qwen2_vl", samples[:1], questions=[samples[0].question],
+    polled = generation_prompts(processor, "qwen2_vl", samples[:1], questions=[samples[0].question],
                                  image_subsets=[[2]])
-    polled_text = processor.tokenizer.decode(polled["input_ids"][0])
+    polled_text = processor.tokenizer.decode(polled.tensors["input_ids"][0])
     assert polled_text.count("<|vision_start|>") == 1 and "Image-2:" not in polled_text
 
 

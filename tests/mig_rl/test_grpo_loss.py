@@ -106,9 +106,11 @@ def test_completion_logprobs_picks_the_predicting_positions():
     logits = torch.zeros(1, 4, 3)
     logits[0, 1] = torch.tensor([0.0, 5.0, 0.0])  # predicts completion token 0 (= id 1)
     logits[0, 2] = torch.tensor([0.0, 0.0, 5.0])  # predicts completion token 1 (= id 2)
-    out = completion_logprobs(logits, torch.tensor([[1, 2]]), prompt_len=2)
+    out = completion_logprobs(logits, torch.tensor([[1, 2]]))
     expected = 5 - math.log(math.exp(5) + 2)
     assert out.flatten().tolist() == pytest.approx([expected, expected], abs=1e-6)
+    kept = completion_logprobs(logits[:, -3:], torch.tensor([[1, 2]]))  # logits_to_keep=C+1 gives the same
+    assert torch.equal(kept, out)
 
 
 def test_partial_correct_keeps_mixed_groups_only():
