@@ -58,7 +58,8 @@ reproduce-table9: ## coldstart_rl Table 9 (ablations) end to end on the embedded
 gpu-check: ## On a GPU machine only: FSDP SFT + GRPO on a random 2B-size Qwen2-VL in bf16-mixed, exports reloaded
 	PY=$(PY) bash scripts/gpu_check.sh
 
-bench: ## Benchmarks (ratios against a baseline measured in the same run)
+bench: ## Benchmarks (ratios against peers measured in the same run; installs the bench extra: TRL, matplotlib)
+	$(PIP) install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) -m benchmarks
 
 clean: ## Remove outputs (stage cache included)

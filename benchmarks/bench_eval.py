@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 
-def main() -> None:
+def main() -> str:
     from mig_lab import setup_env
 
     setup_env()
@@ -67,10 +67,12 @@ def main() -> None:
     print(f"one at a time : {t_one:7.2f} s  {n / t_one:7.2f} samples/s")
     print(f"batch of {batch:<4} : {t_batched:7.2f} s  {n / t_batched:7.2f} samples/s")
     print(f"speed-up      : {t_one / t_batched:.2f}x")
+    headline = f"batched eval vs one at a time: {t_one / t_batched:.2f}x"
     if diff:
         for idx, a, b in diff[:5]:
             print(f"  sample {idx}: one-at-a-time {a!r} vs batched {b!r}")
         raise AssertionError(f"{len(diff)} of {n} predictions differ between batched and one-at-a-time evaluation")
+    return headline
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 import torch
+from transformers import GenerationConfig
 
 from mig_models.image_features import PromptImages, images_encoded_once
+from mig_models.prefix import prefill
 from mig_models.sampling import SeededSampler
 
 BACKENDS = ("hf", "vllm")
@@ -110,16 +112,23 @@ def hf_generate(model: Any, tokenizer: Any, tensors: dict[str, torch.Tensor], sa
                          f"got {None if seeds is None else len(seeds)}")
     device = next(model.parameters()).device
     images = images if images is not None else prompt_images(tensors, tokenizer)
-    batch, rows = repeat_rows(tensors, n, images)
-    batch = {k: v.to(device) for k, v in batch.items()}
-    prompt_len = batch["input_ids"].shape[1]
-    kwargs: dict[str, Any] = dict(max_new_tokens=sampling.max_new_tokens, do_sample=False, temperature=None,
-                                  top_p=None, top_k=None, suppress_tokens=vision_placeholder_ids(tokenizer))
+    prompt_len = tensors["input_ids"].shape[1]
+    # a whole GenerationConfig: transformers then skips re-deriving one from the model config on every call
+    config = GenerationConfig(max_new_tokens=sampling.max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                              top_k=None, suppress_tokens=vision_placeholder_ids(tokenizer))
+    kwargs: dict[str, Any] = {"generation_config": config}
     if sampling.do_sample:  # the sampler leaves one finite logit per row: greedy decoding keeps it
         kwargs["logits_processor"] = [SeededSampler(seeds, prompt_len, sampling.temperature, sampling.top_p)]
-    encoded_once = images_encoded_once(model, images, rows) if images is not None else nullcontext()
-    with encoded_once:
-        out = model.generate(**batch, **kwargs)
+    if n > 1:  # prefill each prompt once (all but its last token), its KV cache copied to its n rows
+        cache, _, _ = prefill(model, tensors, images, n, prompt_len - 1)
+        batch = {k: tensors[k].repeat_interleave(n, dim=0).to(device) for k in ("input_ids", "attention_mask")}
+        out = model.generate(**batch, past_key_values=cache, **kwargs)
+    else:
+        batch, rows = repeat_rows(tensors, n, images)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        encoded_once = images_encoded_once(model, images, rows) if images is not None else nullcontext()
+        with encoded_once:
+            out = model.generate(**batch, **kwargs)
     completion = out[:, prompt_len:]
     return decode_completions(tokenizer, completion), completion
 

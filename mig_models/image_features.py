@@ -43,7 +43,7 @@ class PromptImages:
         return [self._first[b] + j for b in rows for j in range(self.images_per_prompt[b])]
 
 
-def _vision_host(model: Any) -> Any:
+def vision_host(model: Any) -> Any:
     """The module whose forward calls `self.get_image_features` (Qwen2-VL's and Qwen2.5-VL's inner `Model`,
     the one holding `visual` as a child), through Fabric, DDP/FSDP and peft wrappers."""
     for m in model.modules():
@@ -53,7 +53,7 @@ def _vision_host(model: Any) -> Any:
 
 
 def vision_is_frozen(model: Any) -> bool:
-    return not any(p.requires_grad for p in _vision_host(model).visual.parameters())
+    return not any(p.requires_grad for p in vision_host(model).visual.parameters())
 
 
 @contextmanager
@@ -61,7 +61,7 @@ def images_encoded_once(model: Any, images: PromptImages, rows: list[int]) -> It
     """While inside, a forward of N rows (row r repeats prompt `rows[r]`) encodes the B prompts' images once
     (and with `images.keep`, reuses the features of an earlier forward). The forward must be given `image_grid_thw=images.grid_for_rows(rows)`
     (M-RoPE positions need every row's grids) and any non-None `pixel_values` (e.g. `images.pixel_values`)."""
-    host = _vision_host(model)
+    host = vision_host(model)
     encode = host.get_image_features  # the bound method of the class
     expected = len(images.image_index(rows))
 

@@ -5,9 +5,9 @@ seed, not on which other prompts share the batch (so a run is reproducible, a re
 unbroken run would have, and batching is a speed setting, not a change of results). torch's global RNG
 cannot give that: one `multinomial` over the batch draws row r's noise after rows 0..r-1.
 
-Here each row draws Gumbel noise from a counter-based hash of (row seed, decode step, token id) and picks
-argmax(logits / T + noise): Gumbel-max is an exact sample from softmax(logits / T) (restricted to the
-top-p nucleus when top_p < 1). The noise is a pure function of its three inputs, computed for the whole
+Here each row draws one uniform number u from a counter-based hash of (row seed, decode step) and takes the
+token where the cumulative distribution of softmax(logits / T) (restricted to the top-p nucleus when
+top_p < 1) first exceeds u: inverse-CDF sampling, exact, one hash per row and step, computed for the whole
 batch at once on any device.
 """
 
@@ -36,11 +36,9 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def uniform_noise(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
-    """[N] seeds -> [N, V] uniforms in (0, 1), float64, each a function of (seed, step, token id) only."""
-    tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64)  # [V]
-    per_step = mix32(seeds.to(torch.int64) ^ mix32(torch.tensor(step * 0x9E3779B9 + 1, device=seeds.device)))  # [N]
-    x = mix32(mix32(per_step[:, None] + tokens[None, :]) ^ per_step[:, None])  # [N, V]
+def uniform(seeds: torch.Tensor, step: int) -> torch.Tensor:
+    """[N] seeds -> [N] uniforms in (0, 1) (float64, 32 random bits), each a function of (seed, step) only."""
+    x = mix32(mix32(seeds.to(torch.int64) * 0x9E3779B1 + 0x632BE5AB) ^ ((step * 0x85EBCA77 + 0x27D4EB2F) & _MASK32))
     return (x.to(torch.float64) + 0.5) / 2.0**32
 
 
@@ -56,11 +54,13 @@ def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 def sample_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperature: float = 1.0,
                   top_p: float = 1.0) -> torch.Tensor:
-    """logits [N, V], seeds [N] -> sampled token ids [N] (Gumbel-max on logits / temperature)."""
-    z = logits.to(torch.float64) / temperature  # [N, V]
-    z = z.masked_fill(~top_p_mask(z, top_p), float("-inf"))
-    gumbel = -torch.log(-torch.log(uniform_noise(seeds, step, logits.shape[-1])))  # [N, V]
-    return (z + gumbel).argmax(-1)
+    """logits [N, V], seeds [N] -> sampled token ids [N] (inverse CDF of softmax(logits / temperature))."""
+    z = logits.float() / temperature  # [N, V]
+    if top_p < 1.0:
+        z = z.masked_fill(~top_p_mask(z, top_p), float("-inf"))
+    cdf = z.softmax(-1).to(torch.float64).cumsum(-1)  # [N, V]
+    u = uniform(seeds, step).to(logits.device)[:, None] * cdf[:, -1:]  # [N, 1], scaled to the cdf's own total
+    return torch.searchsorted(cdf, u).squeeze(1).clamp(max=logits.shape[-1] - 1)
 
 
 class SeededSampler:

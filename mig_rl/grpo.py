@@ -16,8 +16,9 @@ import copy
 import logging
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 from lightning.fabric import Fabric
@@ -39,7 +40,7 @@ from mig_rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoin
 from mig_rl.loss import group_advantages, grpo_loss
 from mig_rl.rejection import count_right, pass_rates
 from mig_rl.rewards import acc50_reward, score_rewards
-from mig_rl.rollout import Rollouts, generate_rollouts, reward_columns, sequence_logprobs
+from mig_rl.rollout import Rollouts, generate_rollouts, reward_columns, sequence_logprobs, unwrap
 from mig_rl.schedule import warmup_cosine
 from mig_rl.sft import build_trainable, export_model
 
@@ -96,51 +97,55 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         if stop_at_step is not None and state["step"] >= stop_at_step:
             break
         t0 = time.perf_counter()
+        times: dict[str, float] = defaultdict(float)  # seconds per phase of this step
         policy.eval()
-        backend.sync_weights(unwrap(policy))  # vllm: the engine gets the weights of the last update
+        with phase(times, "sync"):
+            backend.sync_weights(unwrap(policy))  # vllm: the engine gets the weights of the last update
         buffer = []
         for _ in range(accum):
             idx = sampler.batch(state["micro_batches"])
             state["micro_batches"] += 1
-            r = generate_rollouts(unwrap(policy), processor, cfg.model.family, [samples[i] for i in idx], idx,
-                                  rl.num_generations, rl.max_new_tokens, rl.temperature, rl.top_p, cfg.seed,
-                                  state["step"], cfg.model.system_prompt, backend=backend)
-            columns = reward_columns(r, convention, rl.no_answer_block, rl.unnamed_image)
-            total, parts = score_rewards(r.texts, dict(rl.rewards), **columns)
-            parts["_acc50"] = torch.tensor(acc50_reward(r.texts, **columns), dtype=torch.float)
-            adv = group_advantages(total, rl.num_generations, scale=rl.adv_scale)
-            with torch.no_grad():
+            with phase(times, "generate"):
+                r = generate_rollouts(unwrap(policy), processor, cfg.model.family, [samples[i] for i in idx], idx,
+                                      rl.num_generations, rl.max_new_tokens, rl.temperature, rl.top_p, cfg.seed,
+                                      state["step"], cfg.model.system_prompt, backend=backend)
+            with phase(times, "score"):
+                columns = reward_columns(r, convention, rl.no_answer_block, rl.unnamed_image)
+                total, parts = score_rewards(r.texts, dict(rl.rewards), **columns)
+                parts["_acc50"] = torch.tensor(acc50_reward(r.texts, **columns), dtype=torch.float)
+                adv = group_advantages(total, rl.num_generations, scale=rl.adv_scale)
+            with phase(times, "logprobs"), torch.no_grad():  # old (mu > 1) and reference passes
                 old_logp = sequence_logprobs(policy, r, rl.temperature).detach() if rl.mu > 1 else None
                 ref_logp = _reference_logprobs(policy, reference, r, rl, lora)
             buffer.append(RolloutBatch(r, total, parts, adv, old_logp, ref_logp))
-        gen_time = time.perf_counter() - t0
 
         policy.train()
-        for _ in range(rl.mu):
-            stats = defaultdict(float)
-            for k, b in enumerate(buffer):
-                is_accumulating = k < len(buffer) - 1
-                with fabric.no_backward_sync(policy, enabled=is_accumulating):
-                    logp = sequence_logprobs(policy, b.rollouts, rl.temperature)
-                    mask = b.rollouts.completion_mask.to(logp.device)
-                    old_logp = b.old_logp if b.old_logp is not None else logp.detach()
-                    loss, s = grpo_loss(logp, old_logp, b.ref_logp, b.advantages.to(logp.device), mask,
-                                        rl.kl_beta, rl.eps_low, rl.eps_high, rl.loss_type)
-                    fabric.backward(loss / len(buffer))
-                stats["loss"] += loss.item() / len(buffer)
-                for key, v in s.items():
-                    stats[key] += v.item() / len(buffer)
-            if rl.grad_clip > 0:
-                stats["grad_norm"] = float(fabric.clip_gradients(policy, optimizer, max_norm=rl.grad_clip))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+        with phase(times, "update"):  # policy forward, backward, optimizer
+            for _ in range(rl.mu):
+                stats = defaultdict(float)
+                for k, b in enumerate(buffer):
+                    is_accumulating = k < len(buffer) - 1
+                    with fabric.no_backward_sync(policy, enabled=is_accumulating):
+                        logp = sequence_logprobs(policy, b.rollouts, rl.temperature)
+                        mask = b.rollouts.completion_mask.to(logp.device)
+                        old_logp = b.old_logp if b.old_logp is not None else logp.detach()
+                        loss, s = grpo_loss(logp, old_logp, b.ref_logp, b.advantages.to(logp.device), mask,
+                                            rl.kl_beta, rl.eps_low, rl.eps_high, rl.loss_type)
+                        fabric.backward(loss / len(buffer))
+                    stats["loss"] += loss.item() / len(buffer)
+                    for key, v in s.items():
+                        stats[key] += v.item() / len(buffer)
+                if rl.grad_clip > 0:
+                    stats["grad_norm"] = float(fabric.clip_gradients(policy, optimizer, max_norm=rl.grad_clip))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
         bar.update(1)
 
+        times["step"] = time.perf_counter() - t0
         metrics = step_metrics(gather_objects(rollout_summary(buffer, rl.num_generations)),
-                               mean_over_ranks(dict(stats)), gen_time, time.perf_counter() - t0,
-                               scheduler.get_last_lr()[0])
+                               mean_over_ranks(dict(stats)), times, scheduler.get_last_lr()[0])
         history.append({"step": state["step"], **metrics})
         if state["step"] % rl.log_every == 0 or state["step"] == rl.max_steps:
             fabric.log_dict(metrics, step=state["step"])
@@ -201,11 +206,6 @@ def starting_pass_rates(fabric: Fabric, cfg: DictConfig, policy, processor, samp
     return out
 
 
-def unwrap(model):
-    """The module under Fabric's wrapper (what `generate` and peft's adapter switches are called on)."""
-    return model.module if hasattr(model, "module") else model
-
-
 def _reference_logprobs(policy, reference, r: Rollouts, rl: DictConfig, lora: bool) -> Optional[torch.Tensor]:
     if rl.kl_beta == 0:
         return None
@@ -236,9 +236,9 @@ def rollout_summary(buffer: list[RolloutBatch], group: int) -> dict:
             "acc50": [(s.task, c) for b in buffer for s, c in zip(b.rollouts.samples, b.parts["_acc50"].tolist())]}
 
 
-def step_metrics(summaries: list[dict], stats: dict, gen_time: float, step_time: float, lr: float) -> dict[str, float]:
+def step_metrics(summaries: list[dict], stats: dict, times: dict[str, float], lr: float) -> dict[str, float]:
     """Reward components, total reward, KL, clip fraction, completion length, per-task accuracy, over the
-    rollouts of every rank (`summaries`: one `rollout_summary` per rank)."""
+    rollouts of every rank (`summaries`: one `rollout_summary` per rank); this rank's seconds per phase."""
     totals = torch.tensor([v for s in summaries for v in s["totals"]])
     out = {"reward/total": totals.mean().item(), "reward/total_std": totals.std().item() if len(totals) > 1 else 0.0}
     for name in summaries[0]["parts"]:
@@ -257,9 +257,20 @@ def step_metrics(summaries: list[dict], stats: dict, gen_time: float, step_time:
     out.update({f"acc50/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())})
     out.update({f"rollouts/{k}": v for k, v in pass_rates([c for s in summaries for c in s["right"]],
                                                           summaries[0]["group"]).items()})
-    out["time/generate_s"] = gen_time
-    out["time/step_s"] = step_time
+    out.update({f"time/{name}_s": seconds for name, seconds in times.items()})
     return out
+
+
+@contextmanager
+def phase(times: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to `times[name]` (after the GPU has finished the block's work)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        times[name] += time.perf_counter() - t0
 
 
 def _log_samples(fabric: Fabric, r: Rollouts, total: torch.Tensor, step: int, convention: str,

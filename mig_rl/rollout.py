@@ -22,6 +22,7 @@ from mig_data.collate import generation_prompts
 from mig_data.schema import Sample
 from mig_models.generation import Backend, HFBackend, Sampling, prompt_images, repeat_rows, stop_ids
 from mig_models.image_features import PromptImages, images_encoded_once, vision_is_frozen
+from mig_models.prefix import shared_prefix_logits
 from mig_models.sampling import row_seed
 from mig_rl.loss import completion_logprobs
 
@@ -36,6 +37,8 @@ class Rollouts:
     """N = B*G completions, ordered prompt by prompt (the G rollouts of prompt 0 first)."""
 
     prompt: dict[str, torch.Tensor]  # left-padded prompt tokens [N, P], every row's image grids, B prompts' pixels
+    prompts_b: dict[str, torch.Tensor]  # the B prompts as the processor made them (input_ids etc. [B, P])
+    group: int  # G completions per prompt
     images: Optional[PromptImages]  # the B prompts' images (encoded once; features kept when the tower is frozen)
     rows: list[int]  # [N] the prompt of each row
     completion_ids: torch.Tensor  # [N, C] (padded after the first end-of-turn token)
@@ -73,16 +76,20 @@ def generate_rollouts(model: Any, processor: Any, family: str, samples: list[Sam
                                   rollout_seeds(seed, step, indices, group_size), images=images)
     batch, rows = repeat_rows(prompts.tensors, group_size, images)
     ids = ids.cpu()
-    return Rollouts(prompt=batch, images=images, rows=rows, completion_ids=ids,
+    return Rollouts(prompt=batch, prompts_b=prompts.tensors, group=group_size, images=images, rows=rows, completion_ids=ids,
                     completion_mask=completion_mask(ids, stop_ids(tok)), texts=texts,
                     samples=[samples[b] for b in rows], image_sizes=[prompts.hws[b] for b in rows])
 
 
 def sequence_logprobs(model: Any, r: Rollouts, temperature: float = 1.0) -> torch.Tensor:
-    """Per-token log-probs [N, C] of the rollouts' completions under `model` (with grad if enabled): logits
-    of the C completion positions only, each prompt's images encoded once for its rows."""
-    p = r.prompt
+    """Per-token log-probs [N, C] of the rollouts' completions under `model`: logits of the C completion
+    positions only, each prompt's images encoded once for its rows, each prompt run once and its KV cache shared
+    by its G rows (with gradient checkpointing, which runs without a cache: one forward of the N rows)."""
     device = next(model.parameters()).device
+    if r.group > 1 and not getattr(unwrap(model), "is_gradient_checkpointing", False):
+        logits = shared_prefix_logits(model, r.prompts_b, r.images, r.group, r.completion_ids, r.completion_mask)
+        return completion_logprobs(logits, r.completion_ids.to(device), temperature)
+    p = r.prompt
     ids = torch.cat([p["input_ids"], r.completion_ids], 1).to(device)  # [N, P+C]
     attn = torch.cat([p["attention_mask"], r.completion_mask], 1).to(device)
     mm = torch.cat([p["mm_token_type_ids"], torch.zeros_like(r.completion_ids)], 1).to(device)
@@ -95,6 +102,11 @@ def sequence_logprobs(model: Any, r: Rollouts, temperature: float = 1.0) -> torc
         logits = model(input_ids=ids, attention_mask=attn, mm_token_type_ids=mm, logits_to_keep=n_keep,
                        **kwargs).logits  # [N, C+1, V]
     return completion_logprobs(logits, r.completion_ids.to(device), temperature)
+
+
+def unwrap(model: Any) -> Any:
+    """The module under Fabric's wrapper (where `generate`, peft's adapter switches and model flags live)."""
+    return model.module if hasattr(model, "module") else model
 
 
 def reward_columns(r: Rollouts, convention: str, no_answer_block: str = "whole_text",
