@@ -3,8 +3,9 @@
     python -m benchmarks eval                                   # random-init tiny Qwen2-VL
     MIG_BENCH_MODEL=outputs/cache/sft-<key>/model python -m benchmarks eval   # a trained model folder
 
-Both runs go through `mig_eval.evaluate.evaluate_samples` (batch size `MIG_BENCH_BATCH`, default 16,
-vs 1) on MIG-Synth samples of all ten tasks (`MIG_BENCH_PER_TASK`, default 4). The benchmark fails
+Both runs go through `mig_eval.evaluate.evaluate_samples` (batch size `MIG_BENCH_BATCH`, default 32,
+vs 1) on MIG-Synth samples of all ten tasks (`MIG_BENCH_PER_TASK`, default 8), `eval.max_new_tokens` as
+configured (48; random weights decode all of them). The benchmark fails
 if any prediction differs between the two: batching must not change what is scored. Prints
 samples/s for both and their ratio.
 """
@@ -33,14 +34,13 @@ def main() -> str:
     from mig_models.builders import build_model
 
     register_configs()
-    per_task = int(os.environ.get("MIG_BENCH_PER_TASK", "4"))
-    batch = int(os.environ.get("MIG_BENCH_BATCH", "16"))
+    per_task = int(os.environ.get("MIG_BENCH_PER_TASK", "8"))
+    batch = int(os.environ.get("MIG_BENCH_BATCH", "32"))
     model_path = os.environ.get("MIG_BENCH_MODEL") or None
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
         cfg = compose(config_name="config", overrides=[
-            f"data.synth.tasks=[{','.join(MIG_TASKS)}]", "data.synth.n_train=0", f"data.synth.n_eval={per_task}",
-            "eval.max_new_tokens=32"])
+            f"data.synth.tasks=[{','.join(MIG_TASKS)}]", "data.synth.n_train=0", f"data.synth.n_eval={per_task}"])
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         tmp = Path(tmp)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import bench_cfg, synth_data
+
 B, G, NEW_TOKENS, BETA, LR, TEMPERATURE = 2, 4, 64, 1e-3, 5e-5, 0.7
 WARMUP, TIMED, ROUNDS = 2, int(os.environ.get("MIG_BENCH_STEPS", "5")), 4
-TASKS = ["group_grounding", "common_object", "region"]
-MODEL_DIR = ["pkg://mig_models/assets/tiny_base"]  # replaced in main() by the random-init folder both sides load
 
 
 def random_model_dir(out: Path) -> str:
@@ -53,25 +53,12 @@ def random_model_dir(out: Path) -> str:
     return str(out)
 
 
-def _cfg(tmp: Path, *overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
-        return compose(config_name="config", overrides=[
-            "model=tiny_base", f"model.path={MODEL_DIR[0]}", "logger=csv", "fabric=cpu", f"paths.output_dir={tmp}", f"paths.cache_dir={tmp}/cache",
-            f"data.synth.tasks=[{','.join(TASKS)}]", "data.synth.n_train=32", "data.synth.n_eval=0",
-            "train.freeze_vision=true", "train.freeze_projector=true",
-            f"rl.batch_size={B}", f"rl.num_generations={G}", f"rl.max_new_tokens={NEW_TOKENS}", f"rl.kl_beta={BETA}",
-            f"rl.lr={LR}", f"rl.temperature={TEMPERATURE}", "rl.start_pass_prompts=0", "rl.ckpt_every=1000",
-            "rl.log_every=1", *overrides])
-
-
-def _data(cfg, out: Path) -> Path:
-    from mig_data.synth.generate import generate_split
-
-    generate_split(cfg.data.synth, seed=cfg.seed, split="train", out_dir=out)
-    return out
+def _cfg(tmp: Path, model_dir: str, *overrides: str):
+    """The GRPO settings both sides run (and the cost curves vary)."""
+    return bench_cfg(tmp, model_dir, "train.freeze_vision=true", "train.freeze_projector=true",
+                     f"rl.batch_size={B}", f"rl.num_generations={G}", f"rl.max_new_tokens={NEW_TOKENS}",
+                     f"rl.kl_beta={BETA}", f"rl.lr={LR}", f"rl.temperature={TEMPERATURE}", "rl.start_pass_prompts=0",
+                     "rl.ckpt_every=1000", "rl.log_every=1", *overrides)
 
 
 class GenerateTimer:
@@ -169,7 +156,7 @@ def trl_run(cfg, data_dir: Path, out: Path, steps: int) -> tuple[list[float], fl
     return times[WARMUP:], sum(lengths[WARMUP:]) / max(1, len(lengths[WARMUP:]))
 
 
-def cost_curves(tmp: Path, out_dir: Path, passes: int = 2, steps: int = 3) -> None:
+def cost_curves(tmp: Path, model_dir: str, out_dir: Path, passes: int = 2, steps: int = 3) -> None:
     """Our step time vs images per prompt (G=4) and vs G (3 images): `passes` sweeps over all the points (so
     drift of the machine spreads over all of them), `steps` timed steps per point and pass; medians."""
     settings = [("images", k) for k in range(1, 7)] + [("G", g) for g in (2, 4, 8, 16)]
@@ -177,14 +164,14 @@ def cost_curves(tmp: Path, out_dir: Path, passes: int = 2, steps: int = 3) -> No
     for axis, v in settings:
         k = v if axis == "images" else 3
         if k not in data:
-            cfg = _cfg(tmp, f"data.synth.min_images={k}", f"data.synth.max_images={k}",
+            cfg = _cfg(tmp, model_dir, f"data.synth.min_images={k}", f"data.synth.max_images={k}",
                        "data.synth.tasks=[group_grounding]", "data.synth.task_images={}")
-            data[k] = _data(cfg, tmp / f"data_i{k}")
+            data[k] = synth_data(cfg, tmp / f"data_i{k}")
     runs: dict = {s: ([], [], []) for s in settings}
     for p in range(passes):
         for axis, v in settings:
             k, g = (v, G) if axis == "images" else (3, v)
-            cfg = _cfg(tmp, f"data.synth.min_images={k}", f"data.synth.max_images={k}",
+            cfg = _cfg(tmp, model_dir, f"data.synth.min_images={k}", f"data.synth.max_images={k}",
                        "data.synth.tasks=[group_grounding]", "data.synth.task_images={}", f"rl.num_generations={g}")
             step, gen, length = ours(cfg, data[k], tmp / f"cost_{axis}{v}_{p}", steps)
             runs[(axis, v)][0].extend(step)
@@ -229,27 +216,27 @@ def main() -> str:
     out_dir = Path(os.environ.get("MIG_BENCH_OUT", "outputs/bench"))
     with tempfile.TemporaryDirectory(prefix="bench_grpo_") as tmp:
         tmp = Path(tmp)
-        MODEL_DIR[0] = random_model_dir(tmp / "model")
-        cfg = _cfg(tmp)
+        model_dir = random_model_dir(tmp / "model")
+        cfg = _cfg(tmp, model_dir)
         torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
-        data = _data(cfg, tmp / "data")
+        data = synth_data(cfg, tmp / "data")
         mine, theirs, lens = [], [], {"ours": [], "trl": []}
         in_generate = {"ours": [], "trl": []}  # seconds in HF generate per timed step (warm-up included: a mean)
         for r in range(ROUNDS):
             timer = GenerateTimer()
-            step, _, length = ours(_cfg(tmp), data, tmp / f"ours{r}", TIMED)
+            step, _, length = ours(_cfg(tmp, model_dir), data, tmp / f"ours{r}", TIMED)
             timer.close()
             in_generate["ours"].append(timer.seconds / (WARMUP + TIMED))
             mine += step
             lens["ours"].append(length)
             timer = GenerateTimer()
-            step, length = trl_run(_cfg(tmp), data, tmp / f"trl{r}", TIMED)
+            step, length = trl_run(_cfg(tmp, model_dir), data, tmp / f"trl{r}", TIMED)
             timer.close()
             in_generate["trl"].append(timer.seconds / (WARMUP + TIMED))
             theirs += step
             lens["trl"].append(length)
         if os.environ.get("MIG_BENCH_CURVES", "1") != "0":
-            cost_curves(tmp, out_dir)
+            cost_curves(tmp, model_dir, out_dir)
     ours_s, trl_s = statistics.median(mine), statistics.median(theirs)
     print(f"GRPO step, tiny base, B={B} x G={G}, {NEW_TOKENS} new tokens, beta {BETA}, fp32, "
           f"{torch.get_num_threads()} threads; {ROUNDS} alternating rounds x {TIMED} timed steps each side")

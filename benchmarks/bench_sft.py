@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import TINY_BASE, bench_cfg, synth_data
+
 BATCH, LR = 8, 1e-4
 WARMUP, TIMED, ROUNDS = 2, int(os.environ.get("MIG_BENCH_STEPS", "6")), 2
 
 
 def _cfg(tmp: Path, steps: int):
-    from benchmarks.bench_grpo import _cfg as grpo_cfg
-
-    return grpo_cfg(tmp, "train.freeze_vision=false", "train.freeze_projector=false", f"train.batch_size={BATCH}",
-                    f"train.lr={LR}", f"train.max_steps={steps}", "train.warmup_steps=0", "train.log_every=1",
-                    "train.ckpt_every=1000")
+    return bench_cfg(tmp, TINY_BASE, "train.freeze_vision=false", "train.freeze_projector=false",
+                     f"train.batch_size={BATCH}", f"train.lr={LR}", f"train.max_steps={steps}", "train.warmup_steps=0",
+                     "train.log_every=1", "train.ckpt_every=1000")
 
 
 def ours(tmp: Path, data_dir: Path, out: Path) -> list[float]:
@@ -82,7 +82,6 @@ def main() -> str:
     from mig_lab import setup_env
 
     setup_env()
-    from benchmarks.bench_grpo import _data
     from mig_lab.config import register_configs
 
     register_configs()
@@ -90,7 +89,7 @@ def main() -> str:
         tmp = Path(tmp)
         cfg = _cfg(tmp, 1)
         torch.set_num_threads(cfg.run.threads or torch.get_num_threads())
-        data = _data(cfg, tmp / "data")
+        data = synth_data(cfg, tmp / "data")
         mine, theirs = [], []
         for r in range(ROUNDS):
             mine += ours(tmp, data, tmp / f"ours{r}")
