@@ -200,7 +200,7 @@ def cost_curves(tmp: Path, model_dir: str, out_dir: Path, passes: int = 2, steps
         ax.set_ylabel("seconds per GRPO step")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"GRPO step cost, tiny base, B={B}, {NEW_TOKENS} new tokens, {torch.get_num_threads()} CPU threads")
+    fig.suptitle(f"GRPO step cost, tiny Qwen2-VL (random weights), B={B}, {NEW_TOKENS} new tokens, {torch.get_num_threads()} CPU threads")
     fig.tight_layout()
     fig.savefig(out_dir / "grpo_cost.png", dpi=120)
     print(f"cost curves: {out_dir / 'grpo_cost.csv'}, {out_dir / 'grpo_cost.png'}")
@@ -238,7 +238,7 @@ def main() -> str:
         if os.environ.get("MIG_BENCH_CURVES", "1") != "0":
             cost_curves(tmp, model_dir, out_dir)
     ours_s, trl_s = statistics.median(mine), statistics.median(theirs)
-    print(f"GRPO step, tiny base, B={B} x G={G}, {NEW_TOKENS} new tokens, beta {BETA}, fp32, "
+    print(f"GRPO step, tiny Qwen2-VL (tiny base shape, random weights), B={B} x G={G}, {NEW_TOKENS} new tokens, beta {BETA}, fp32, "
           f"{torch.get_num_threads()} threads; {ROUNDS} alternating rounds x {TIMED} timed steps each side")
     for side, median in (("ours", ours_s), ("trl", trl_s)):
         g = statistics.mean(in_generate[side])

@@ -308,8 +308,9 @@ class RunSettings:
     """How the job runs on this machine, where that changes the numbers."""
 
     # torch CPU threads of the job (split over the ranks of a node). A matmul's summation order depends
-    # on it, so the same command gives the same numbers on any machine with at least this many cores
-    # (fewer: the same numbers, slower). Part of the cache key of every stage that runs a model.
+    # on it, so the same command gives the same numbers on any machine with at least this many cores and
+    # the same vector instructions (fewer cores: the same numbers, slower; AVX-512 vs AVX2 CPUs run other
+    # kernels, whose sums round differently). Part of the cache key of every stage that runs a model.
     # 2: what the README's numbers were measured with. 0: not pinned (OMP_NUM_THREADS, else all cores).
     threads: int = 2
 
