@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import bench_cfg, synth_data
+from benchmarks.common import bench_cfg, synth_data, trl_step_timer
 
 B, G, NEW_TOKENS, BETA, LR, TEMPERATURE = 2, 4, 64, 1e-3, 5e-5, 0.7
 WARMUP, TIMED, ROUNDS = 2, int(os.environ.get("MIG_BENCH_STEPS", "5")), 4
@@ -102,7 +102,6 @@ def ours(cfg, data_dir: Path, out: Path, steps: int) -> tuple[list[float], list[
 def trl_run(cfg, data_dir: Path, out: Path, steps: int) -> tuple[list[float], float]:
     """TRL's GRPOTrainer on the same model, prompts, rewards and settings: per-step times, mean length."""
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from mig_data.collate import image_hws, load_image, user_text
@@ -135,13 +134,6 @@ def trl_run(cfg, data_dir: Path, out: Path, steps: int) -> tuple[list[float], fl
 
     times: list[float] = []
 
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t0)
-
     args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=B * G, num_generations=G,
                       max_completion_length=NEW_TOKENS, temperature=TEMPERATURE, top_p=1.0, beta=BETA,
                       learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, max_steps=WARMUP + steps,
@@ -150,7 +142,7 @@ def trl_run(cfg, data_dir: Path, out: Path, steps: int) -> tuple[list[float], fl
                       logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, bf16=False, fp16=False,
                       seed=cfg.seed, dataloader_num_workers=0, disable_dropout=True, log_completions=False)
     trainer = GRPOTrainer(model=model, processing_class=processor, reward_funcs=[wrap(n) for n in cfg.rl.rewards],
-                          args=args, train_dataset=Dataset.from_list(rows), callbacks=[StepTimer()])
+                          args=args, train_dataset=Dataset.from_list(rows), callbacks=[trl_step_timer(times)])
     trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return times[WARMUP:], sum(lengths[WARMUP:]) / max(1, len(lengths[WARMUP:]))

@@ -15,12 +15,11 @@ import csv
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import TINY_BASE, bench_cfg, synth_data
+from benchmarks.common import TINY_BASE, bench_cfg, synth_data, trl_step_timer
 
 BATCH, LR = 8, 1e-4
 WARMUP, TIMED, ROUNDS = 2, int(os.environ.get("MIG_BENCH_STEPS", "6")), 2
@@ -42,7 +41,6 @@ def ours(tmp: Path, data_dir: Path, out: Path) -> list[float]:
 
 def trl_run(tmp: Path, data_dir: Path, out: Path) -> list[float]:
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from mig_data.collate import image_hws, load_image, target_text, user_text
@@ -61,19 +59,12 @@ def trl_run(tmp: Path, data_dir: Path, out: Path) -> list[float]:
                      "images": ims})
     times: list[float] = []
 
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t0)
-
     args = SFTConfig(output_dir=str(out), per_device_train_batch_size=BATCH, learning_rate=LR,
                      lr_scheduler_type="constant", warmup_steps=0, max_steps=WARMUP + TIMED, max_grad_norm=1.0,
                      logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, bf16=False, fp16=False,
                      seed=cfg.seed, dataloader_num_workers=0, max_length=None)
     trainer = SFTTrainer(model=model, processing_class=processor, args=args, train_dataset=Dataset.from_list(rows),
-                         callbacks=[StepTimer()])
+                         callbacks=[trl_step_timer(times)])
     trainer.train()
     return times[WARMUP:]
 

@@ -3,6 +3,7 @@ train on. (`python -m benchmarks` runs only `bench_*.py`.)"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 TINY_BASE = "pkg://mig_models/assets/tiny_base"
@@ -28,3 +29,17 @@ def synth_data(cfg, out: Path) -> Path:
 
     generate_split(cfg.data.synth, seed=cfg.seed, split="train", out_dir=out)
     return out
+
+
+def trl_step_timer(times: list[float]):
+    """A transformers `TrainerCallback` appending each optimizer step's wall time to `times` (TRL's trainers)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t0)
+
+    return StepTimer()

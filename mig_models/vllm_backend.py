@@ -24,6 +24,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from mig_models.builders import resolve_model_path
 from mig_models.generation import Prompts, Sampling, decode_completions, stop_ids, vision_placeholder_ids
 from mig_models.image_features import PromptImages
 
@@ -126,7 +127,11 @@ class VLLMBackend:
                  training: bool = False):
         vllm = require_vllm()
         self.vcfg, self.processor, self.tokenizer = vcfg, processor, processor.tokenizer
-        if model_dir is None:  # a model built from config: the engine starts from its saved folder
+        if model_dir is not None:
+            model_dir = str(resolve_model_path(model_dir))
+        if model_dir is None or not (Path(model_dir) / "tokenizer_config.json").exists():
+            # a model built from config, or a folder without its tokenizer (the committed tiny base): the
+            # engine starts from the model and processor as loaded, saved to a temporary folder
             self._tmp = tempfile.TemporaryDirectory(prefix="mig_vllm_")
             model_dir = self._tmp.name
             getattr(model, "module", model).save_pretrained(model_dir)
