@@ -14,14 +14,13 @@ only end-of-turn and padding tokens.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 import torch
 from transformers import GenerationConfig
 
-from mig_models.image_features import PromptImages, images_encoded_once
+from mig_models.image_features import PromptImages
 from mig_models.prefix import prefill
 from mig_models.sampling import SeededSampler
 
@@ -89,24 +88,12 @@ def prompt_images(tensors: dict[str, torch.Tensor], tokenizer: Any) -> Optional[
     return PromptImages(tensors["pixel_values"], tensors["image_grid_thw"], per_prompt)
 
 
-def repeat_rows(tensors: dict[str, torch.Tensor], n: int, images: Optional[PromptImages]
-                ) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """B prompt rows -> N = B*n rows (prompt-major) for a forward under `images_encoded_once`: token tensors
-    repeated, every row's image grids, the B prompts' pixel values once. Returns the batch and row -> prompt."""
-    rows = [b for b in range(tensors["input_ids"].shape[0]) for _ in range(n)]
-    out = {k: tensors[k][rows] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in tensors}
-    if images is not None:
-        out["image_grid_thw"] = images.grid_for_rows(rows)
-        out["pixel_values"] = images.pixel_values
-    return out, rows
-
-
 @torch.no_grad()
 def hf_generate(model: Any, tokenizer: Any, tensors: dict[str, torch.Tensor], sampling: Sampling, n: int = 1,
                 seeds: Optional[list[int]] = None, images: Optional[PromptImages] = None
                 ) -> tuple[list[str], torch.Tensor]:
     """transformers `generate` on B left-padded prompts x n completions in one call. `images`: the prompts'
-    images, to share their features with later forwards (`images.keep`, with a frozen tower)."""
+    images (n > 1), to share their features with later forwards (`images.keep`, with a frozen tower)."""
     if sampling.do_sample and (seeds is None or len(seeds) != tensors["input_ids"].shape[0] * n):
         raise ValueError(f"sampling needs one seed per completion ({tensors['input_ids'].shape[0]} prompts x {n}), "
                          f"got {None if seeds is None else len(seeds)}")
@@ -123,12 +110,8 @@ def hf_generate(model: Any, tokenizer: Any, tensors: dict[str, torch.Tensor], sa
         cache, _, _ = prefill(model, tensors, images, n, prompt_len - 1)
         batch = {k: tensors[k].repeat_interleave(n, dim=0).to(device) for k in ("input_ids", "attention_mask")}
         out = model.generate(**batch, past_key_values=cache, **kwargs)
-    else:
-        batch, rows = repeat_rows(tensors, n, images)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        encoded_once = images_encoded_once(model, images, rows) if images is not None else nullcontext()
-        with encoded_once:
-            out = model.generate(**batch, **kwargs)
+    else:  # one completion per prompt: the processor's batch as it is
+        out = model.generate(**{k: v.to(device) for k, v in tensors.items()}, **kwargs)
     completion = out[:, prompt_len:]
     return decode_completions(tokenizer, completion), completion
 

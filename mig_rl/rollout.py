@@ -20,7 +20,7 @@ import torch
 
 from mig_data.collate import generation_prompts
 from mig_data.schema import Sample
-from mig_models.generation import Backend, HFBackend, Sampling, prompt_images, repeat_rows, stop_ids
+from mig_models.generation import Backend, HFBackend, Sampling, prompt_images, stop_ids
 from mig_models.image_features import PromptImages, images_encoded_once, vision_is_frozen
 from mig_models.prefix import shared_prefix_logits
 from mig_models.sampling import row_seed
@@ -36,11 +36,9 @@ def rollout_seeds(seed: int, step: int, sample_indices: list[int], group_size: i
 class Rollouts:
     """N = B*G completions, ordered prompt by prompt (the G rollouts of prompt 0 first)."""
 
-    prompt: dict[str, torch.Tensor]  # left-padded prompt tokens [N, P], every row's image grids, B prompts' pixels
     prompts_b: dict[str, torch.Tensor]  # the B prompts as the processor made them (input_ids etc. [B, P])
     group: int  # G completions per prompt
     images: Optional[PromptImages]  # the B prompts' images (encoded once; features kept when the tower is frozen)
-    rows: list[int]  # [N] the prompt of each row
     completion_ids: torch.Tensor  # [N, C] (padded after the first end-of-turn token)
     completion_mask: torch.Tensor  # [N, C] 1 up to and including the end-of-turn token
     texts: list[str]  # [N]
@@ -49,7 +47,29 @@ class Rollouts:
 
     @property
     def prompt_len(self) -> int:
-        return self.prompt["input_ids"].shape[1]
+        return self.prompts_b["input_ids"].shape[1]
+
+    @property
+    def rows(self) -> list[int]:
+        """[N] the prompt of each row."""
+        return [b for b in range(self.prompts_b["input_ids"].shape[0]) for _ in range(self.group)]
+
+    @property
+    def prompt(self) -> dict[str, torch.Tensor]:
+        """The N rows' prompts for one plain forward: tokens [N, P], every row's image grids, the B prompts' pixels."""
+        return repeat_rows(self.prompts_b, self.group, self.images)[0]
+
+
+def repeat_rows(tensors: dict[str, torch.Tensor], n: int, images: Optional[PromptImages]
+                ) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """B prompt rows -> N = B*n rows (prompt-major) for a forward under `images_encoded_once`: token tensors
+    repeated, every row's image grids, the B prompts' pixel values once. Returns the batch and row -> prompt."""
+    rows = [b for b in range(tensors["input_ids"].shape[0]) for _ in range(n)]
+    out = {k: tensors[k][rows] for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in tensors}
+    if images is not None:
+        out["image_grid_thw"] = images.grid_for_rows(rows)
+        out["pixel_values"] = images.pixel_values
+    return out, rows
 
 
 def completion_mask(ids: torch.Tensor, stop_ids: set[int]) -> torch.Tensor:
@@ -74,9 +94,9 @@ def generate_rollouts(model: Any, processor: Any, family: str, samples: list[Sam
     backend = backend or HFBackend(model, tok)
     texts, ids = backend.generate(prompts, Sampling(max_new_tokens, True, temperature, top_p), group_size,
                                   rollout_seeds(seed, step, indices, group_size), images=images)
-    batch, rows = repeat_rows(prompts.tensors, group_size, images)
+    rows = [b for b in range(len(samples)) for _ in range(group_size)]
     ids = ids.cpu()
-    return Rollouts(prompt=batch, prompts_b=prompts.tensors, group=group_size, images=images, rows=rows, completion_ids=ids,
+    return Rollouts(prompts_b=prompts.tensors, group=group_size, images=images, completion_ids=ids,
                     completion_mask=completion_mask(ids, stop_ids(tok)), texts=texts,
                     samples=[samples[b] for b in rows], image_sizes=[prompts.hws[b] for b in rows])
 
