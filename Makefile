@@ -8,7 +8,7 @@ PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup snapshot test test-slow test-all lint format smoke bench gpu-check clean reproduce-table9 mirg reproduce-mirg-tables migician reproduce-migician-tables
+.PHONY: help setup snapshot test test-slow test-reliability test-all lint format smoke bench gpu-check clean reproduce-table9 mirg reproduce-mirg-tables migician reproduce-migician-tables
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: ## Fast test suite (not slow)
 
 test-slow: ## Slow tests only (minutes-long CPU training runs)
 	$(PYTEST) -m slow -q $(PYTEST_ARGS)
+
+test-reliability: ## The reliability suite: 100,000 fuzzed model outputs through every parser, reward and the scorer
+	$(PYTEST) -m reliability -q $(PYTEST_ARGS)
 
 test-all: ## Every test
 	$(PYTEST) -q $(PYTEST_ARGS)

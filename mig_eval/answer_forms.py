@@ -45,6 +45,7 @@ from mig_eval import cot_baselines as cot
 from mig_eval.cot_baselines import region_picture
 from mig_lab.boxes import (
     BBOX_2D,
+    NUM_DIGITS,
     QWEN2_BOX,
     Box,
     answer_text,
@@ -54,8 +55,8 @@ from mig_lab.boxes import (
 )
 
 MULTI_TARGET_TASKS = ("common_object", "multi_view", "object_tracking", "region")
-_IMAGE_NTH = re.compile(r"(?:in )?the (\d+)(?:st|nd|rd|th) (?:image|frame)")
-_REGION_NTH = re.compile(r"the (\d+)(?:st|nd|rd|th) region picture")
+_IMAGE_NTH = re.compile(rf"(?:in )?the (\d{{1,{NUM_DIGITS}}})(?:st|nd|rd|th) (?:image|frame)")
+_REGION_NTH = re.compile(rf"the (\d{{1,{NUM_DIGITS}}})(?:st|nd|rd|th) region picture")
 
 
 def target_slots(sample: Sample) -> list[int]:

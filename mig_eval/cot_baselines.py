@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 
 from mig_data.schema import DataError, Sample
-from mig_lab.boxes import QWEN2_BOX
+from mig_lab.boxes import NUM_DIGITS, QWEN2_BOX
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
 
@@ -78,8 +78,9 @@ MULTI_PREFIX = "Now ONLY look at the {ordinal} image. "
 # The reasoning task's question ends by asking for the box, which step 1 must not do (published code).
 _REASONING_TAIL = "Find it and locate it in the second image. "
 _SPECIAL = re.compile(r"<\|[a-z_]+\|>")
-_REGION_NTH = re.compile(r"(\d+)(?:st|nd|rd|th) region")
-_PICK = re.compile(r"\b(?:Image|image|Picture|picture)[\s-]?(\d+)\b|\b(" + "|".join(ORDINALS) + r")\b|\b(\d+)th\b",
+_REGION_NTH = re.compile(rf"(\d{{1,{NUM_DIGITS}}})(?:st|nd|rd|th) region")
+_PICK = re.compile(rf"\b(?:Image|image|Picture|picture)[\s-]?(\d{{1,{NUM_DIGITS}}})\b|\b(" + "|".join(ORDINALS)
+                   + rf")\b|\b(\d{{1,{NUM_DIGITS}}})th\b",
                    re.IGNORECASE)
 
 

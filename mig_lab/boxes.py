@@ -44,8 +44,14 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 ImageHW = tuple[int, int]  # (height, width) after the processor's resize
 
-_INT = r"(\d+)"
-_FLT = r"(\d+\.\d+)"
+# Numbers in model output are bounded: at most 9 digits before the point (a coordinate, image or object
+# number of 10^9 or more is no box, not an overflow; `int()` refuses 4,300+ digits), so parsing any string
+# gives finite values or nothing. Every pattern delimits its numbers, so a longer run is not cut short.
+NUM_DIGITS = 9
+_D = rf"\d{{1,{NUM_DIGITS}}}"
+_INT = rf"({_D})"
+_FLT = rf"({_D}\.\d+)"
+_SIGNED = rf"(-?{_D}(?:\.\d+)?)"
 # Migician's cascade, in order: the first syntax with any match wins.
 MIGICIAN_PATTERNS: list[re.Pattern] = [
     re.compile(rf"\({_INT},\s*{_INT}\),\s*\({_INT},\s*{_INT}\)"),
@@ -56,16 +62,15 @@ MIGICIAN_PATTERNS: list[re.Pattern] = [
     re.compile(rf"<box>{_INT}\s+{_INT}\s+{_INT}\s+{_INT}</box>"),
 ]
 # Canonical, well-formed answers of each family.
-QWEN2_BOX = re.compile(r"<\|box_start\|>\((\d+),(\d+)\),\((\d+),(\d+)\)<\|box_end\|>")
-GRID_JSON_BOX = re.compile(r"\{\s*\"bbox_2d\"\s*:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]\s*\}")
-BBOX_2D = re.compile(r"\"bbox_2d\"\s*:\s*\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,"
-                     r"\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
+QWEN2_BOX = re.compile(rf"<\|box_start\|>\({_INT},{_INT}\),\({_INT},{_INT}\)<\|box_end\|>")
+GRID_JSON_BOX = re.compile(rf"\{{\s*\"bbox_2d\"\s*:\s*\[\s*{_INT}\s*,\s*{_INT}\s*,\s*{_INT}\s*,\s*{_INT}\s*\]\s*\}}")
+BBOX_2D = re.compile(rf"\"bbox_2d\"\s*:\s*\[\s*{_SIGNED}\s*,\s*{_SIGNED}\s*,\s*{_SIGNED}\s*,\s*{_SIGNED}\s*\]")
 ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 THINK_ANSWER = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.DOTALL)
-BBOX_ID = re.compile(r"<bbox_id>\s*\[(\d+)-(\d+)\]\s*</bbox_id>")
-IMAGE_REF = re.compile(r"\b(?:Image|image|Picture|picture)[\s-]?(\d+)\b")
+BBOX_ID = re.compile(rf"<bbox_id>\s*\[{_INT}-{_INT}\]\s*</bbox_id>")
+IMAGE_REF = re.compile(rf"\b(?:Image|image|Picture|picture)[\s-]?{_INT}\b")
 # A MIRG bbox_id definition: the id, its object words (optional) and its box, in either family's syntax.
-BBOX_ID_DEFINITION = re.compile(r"<bbox_id>\s*\[(\d+)-(\d+)\]\s*</bbox_id>\s*"
+BBOX_ID_DEFINITION = re.compile(rf"<bbox_id>\s*\[{_INT}-{_INT}\]\s*</bbox_id>\s*"
                                 r"(?:<\|object_ref_start\|>[^<]*<\|object_ref_end\|>\s*)?"
                                 r"(?:<\|box_start\|>[^<]*<\|box_end\|>|\{\s*\"bbox_2d\"\s*:\s*\[[^\]]*\]\s*\})")
 
@@ -229,8 +234,8 @@ def _parse_qwen25(scope: str, image_sizes, default_image: int, single_image: boo
     if all(v <= 1.0 for v in values) and any(v != int(v) for v in values):
         return Parsed(tuple(values), named, False)  # type: ignore[arg-type]  # already normalised
     img = default_image if single_image or named is None else named
-    if not image_sizes or not (0 <= img < len(image_sizes)):
-        return Parsed(None, named, False)
+    if not image_sizes or not (0 <= img < len(image_sizes)) or min(image_sizes[img]) <= 0:
+        return Parsed(None, named, False)  # no image of that number, or one without a size: no box
     h, w = image_sizes[img]
     well = is_json and 0 <= values[0] <= values[2] <= w and 0 <= values[1] <= values[3] <= h
     return Parsed(pixels_to_unit(values, (h, w)), named, well)
@@ -254,7 +259,7 @@ def to_unit_box(values: Sequence[float], convention: str, image_hw: Optional[tup
         return scale_0_1000([list(values)] * max(n_boxes, 1))[0]
     if all(v <= 1.0 for v in values) and any(v != int(v) for v in values):
         return tuple(values)  # type: ignore[return-value]  # already normalised
-    return pixels_to_unit(values, image_hw) if image_hw is not None else None
+    return pixels_to_unit(values, image_hw) if image_hw is not None and min(image_hw) > 0 else None
 
 
 def _ordered_in_range(v: list[float], hi: float) -> bool:
@@ -275,7 +280,7 @@ def json_box_in_answer(text: str) -> bool:
     body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
     try:
         obj = json.loads(body)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON; or an integer of 4,300+ digits; or nested too deep
         return False
     items = obj if isinstance(obj, list) else [obj]
     return bool(items) and all(

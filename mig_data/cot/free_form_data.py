@@ -34,7 +34,7 @@ from mig_data.cot.teachers import Teacher, check_teacher, model_teacher, teacher
 from mig_data.formats.sharegpt import write_sharegpt
 from mig_data.schema import Sample
 from mig_data.synth.free_form import QA, Group, GroupObject, build_group, free_form_item
-from mig_lab.boxes import box_image, from_grid, grid_pair_text, iou, qwen2_box
+from mig_lab.boxes import NUM_DIGITS, box_image, from_grid, grid_pair_text, iou, qwen2_box
 from mig_lab.records import atomic_write_json
 from mig_lab.stage_kind import StageContext, stage_kind
 
@@ -62,7 +62,8 @@ TEMPLATE_1 = (
 )
 QA_PAIR = re.compile(r"Q:\s*(.+?)\s*A:\s*(.+?)(?=\n\s*Q:|\Z)", re.DOTALL)
 # A box as teachers write it: canonical, bare "(x1,y1),(x2,y2)", or "(x1,y1) to (x2,y2)" (Figure 8).
-ANY_BOX = re.compile(r"(?:<\|box_start\|>)?\((\d+),\s*(\d+)\)\s*(?:,|to|-)\s*\((\d+),\s*(\d+)\)(?:<\|box_end\|>)?")
+_N = rf"(\d{{1,{NUM_DIGITS}}})"  # bounded, as mig_lab.boxes reads numbers
+ANY_BOX = re.compile(rf"(?:<\|box_start\|>)?\({_N},\s*{_N}\)\s*(?:,|to|-)\s*\({_N},\s*{_N}\)(?:<\|box_end\|>)?")
 REF_TAG = re.compile(r"<ref>(.*?)</ref>", re.DOTALL)
 MATCH_IOU = 0.5
 

@@ -43,6 +43,7 @@ from mig_data.schema import Sample
 from mig_lab.boxes import (
     BBOX_2D,
     BBOX_ID,
+    NUM_DIGITS,
     answer_text,
     find_raw_boxes,
     iou,
@@ -66,8 +67,9 @@ INSTRUCTIONS = {
 }
 
 # A stage-1 mention: the object's words, then the image the reasoning puts it in.
-MENTION = re.compile(re.escape(REF_START) + r"([^<]*)" + re.escape(REF_END) + r"\s*in (?:Image|image)[\s-]?(\d+)")
-_NUM = r"(-?\d+(?:\.\d+)?)"
+MENTION = re.compile(re.escape(REF_START) + r"([^<]*)" + re.escape(REF_END) + r"\s*in (?:Image|image)[\s-]?"
+                     + rf"(\d{{1,{NUM_DIGITS}}})\b")
+_NUM = rf"(-?\d{{1,{NUM_DIGITS}}}(?:\.\d+)?)"  # bounded, as mig_lab.boxes reads numbers
 _BOX = (r"(?:<\|box_start\|>\(" + _NUM + r",\s*" + _NUM + r"\),\s*\(" + _NUM + r",\s*" + _NUM + r"\)<\|box_end\|>"
         r"|\{\s*\"bbox_2d\"\s*:\s*\[\s*" + _NUM + r"\s*,\s*" + _NUM + r"\s*,\s*" + _NUM + r"\s*,\s*" + _NUM
         + r"\s*\]\s*\})")

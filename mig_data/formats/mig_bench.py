@@ -41,7 +41,7 @@ def load_json_list(path: Path) -> list[Any]:
 def infer_answer_image(task: str, question: str, additional_info: str, n_images: int) -> int:
     """Which image MIG-Bench's answer box belongs to, from the question's own wording."""
     text = f"{question} {additional_info}"
-    m = re.search(r"in the (\d+)th (?:image|frame)", question) or re.search(r"in the (\d+)(?:st|nd|rd|th) image", question)
+    m = re.search(r"in the (\d{1,9})th (?:image|frame)", question) or re.search(r"in the (\d{1,9})(?:st|nd|rd|th) image", question)
     if m:
         return min(int(m.group(1)) - 1, n_images - 1)
     if task == "group_grounding":
@@ -49,7 +49,7 @@ def infer_answer_image(task: str, question: str, additional_info: str, n_images:
         if m and m.group(1).lower() in _ORDINALS:
             idx = _ORDINALS[m.group(1).lower()]
             return idx if idx >= 0 else n_images - 1
-        m = re.search(r"[Ii]mage[- ]?(\d+)", additional_info)
+        m = re.search(r"[Ii]mage[- ]?(\d{1,9})\b", additional_info)
         if m:
             return int(m.group(1)) - 1
     if task == "region":
