@@ -65,7 +65,7 @@ def swap_stats(first: list[dict], second: list[dict], no_swap: int) -> dict:
             "same_box": same / n}
 
 
-@stage_kind("query_swap", reads=("seed", "model", "run.threads", "data.on_error", "eval", "generation.backend", "fabric"), ranks="all",
+@stage_kind("query_swap", reads=("seed", "model", "run.threads", "data.on_error", "eval", "generation", "fabric"), ranks="all",
             needs=("data",), checks=(check_model_source, lambda cfg, inputs: check_eval_config(cfg.eval)),
             ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def query_swap_stage(ctx: StageContext) -> Optional[dict]:

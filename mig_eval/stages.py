@@ -29,7 +29,7 @@ from mig_models.builders import build_model, check_model_source
 from mig_models.generation import make_backend
 
 
-@stage_kind("evaluate", reads=("seed", "model", "run.threads", "data.on_error", "eval", "generation.backend", "fabric"), ranks="all", needs=("data",),
+@stage_kind("evaluate", reads=("seed", "model", "run.threads", "data.on_error", "eval", "generation", "fabric"), ranks="all", needs=("data",),
             checks=(check_model_source, lambda cfg, inputs: check_eval_config(cfg.eval)),
        ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def evaluate_stage(ctx: StageContext) -> Optional[dict]:

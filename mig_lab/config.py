@@ -8,6 +8,8 @@ the key, and typed fields keep their types (`rl.kl_beta=0` stays the float 0.0).
 from __future__ import annotations
 
 import importlib.util
+import os
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -148,7 +150,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 20
     warmup_ratio: float = 0.0  # > 0: warmup = ceil(ratio * total steps), instead of warmup_steps (LLaMA-Factory's)
-    max_steps: int = 300  # optimizer steps; <= 0 means `epochs` passes over the data
+    max_steps: int = 300  # optimizer steps; 0 means `epochs` passes over the data (negative: refused)
     epochs: float = 1.0
     batch_size: int = 16  # global batch: samples per optimizer step over all ranks (what papers state)
     micro_batch_size: Optional[int] = None  # samples per rank per forward; None = batch_size / world size
@@ -374,8 +376,18 @@ class RunConfig:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+def run_suffix() -> str:
+    """What makes a run folder's name unique beside its start time (`${run_suffix:}` in conf/hydra): the SLURM
+    job id when there is one, then 6 random hex digits, so two runs started in the same second never share a
+    folder (ranks > 0 never compose a config: they serve rank 0, which alone names the folder)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return (f"{job}-" if job else "") + secrets.token_hex(3)
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("run_suffix"):
+        OmegaConf.register_new_resolver("run_suffix", run_suffix, use_cache=True)
 
 
 class ConfigError(ValueError):
@@ -405,29 +417,51 @@ _CHOICES = {
 }
 
 
+# Ranges of numeric keys, checked when an experiment is planned: key -> (interval, lowest, highest);
+# "[" / "]" include the bound, "(" / ")" exclude it; None = unbounded. (None values of optional keys pass.)
+_RANGES: dict[str, tuple[str, Optional[float], Optional[float]]] = {
+    **{k: ("[]", 1, None) for k in (
+        "train.batch_size", "train.micro_batch_size", "rl.batch_size", "rl.micro_batch_size", "rl.mu",
+        "rl.max_new_tokens", "rl.rejection_k", "eval.batch_size", "eval.max_new_tokens", "generation.batch_size",
+        "generation.vllm.tensor_parallel_size", "train.log_every", "train.ckpt_every", "rl.log_every",
+        "rl.ckpt_every", "train.lora.r", "cot.teacher.samples", "cot.teacher.max_new_tokens")},
+    **{k: ("[]", 0, None) for k in (
+        "train.max_steps", "rl.max_steps", "train.warmup_steps", "rl.warmup_steps", "train.grad_clip", "rl.grad_clip",
+        "train.weight_decay", "rl.kl_beta", "rl.eps_low", "rl.eps_high", "rl.start_pass_prompts", "run.threads")},
+    **{k: ("(]", 0, None) for k in ("train.lr", "rl.lr", "rl.temperature", "eval.temperature", "train.epochs")},
+    **{k: ("[]", 0, 1) for k in (
+        "train.min_lr_ratio", "data.synth.clutter", "data.synth.hard_negatives", "data.synth.lookalike_prob",
+        "cot.teacher.noise")},
+    **{k: ("[)", 0, 1) for k in ("train.warmup_ratio", "cot.rl_fraction", "trajectory.rl_fraction")},
+    "rl.top_p": ("(]", 0, 1),
+    "generation.vllm.gpu_memory_utilization": ("(]", 0, 1),
+}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Every key of `_RANGES` in its interval, or one ConfigError naming the key, the value and the interval."""
+    for key, (kind, lo, hi) in _RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None or isinstance(value, bool):
+            continue
+        ok = (lo is None or (value >= lo if kind[0] == "[" else value > lo)) and \
+             (hi is None or (value <= hi if kind[1] == "]" else value < hi))
+        if not ok:
+            interval = f"{kind[0]}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{kind[1]}"
+            raise ConfigError(f"config key '{key}' is {value!r}; expected a value in {interval}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks the typed schema cannot express: enumerations and ranges."""
     for key, allowed in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' is {value!r}; expected one of {list(allowed)}")
-    for key in ("train.batch_size", "train.micro_batch_size", "rl.batch_size", "rl.micro_batch_size",
-                "generation.batch_size", "generation.vllm.tensor_parallel_size"):
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
-    if not 0.0 <= cfg.train.warmup_ratio < 1.0:
-        raise ConfigError(f"config key 'train.warmup_ratio' must be in [0, 1), got {cfg.train.warmup_ratio}")
-    if not 0.0 < cfg.generation.vllm.gpu_memory_utilization <= 1.0:
-        raise ConfigError(f"config key 'generation.vllm.gpu_memory_utilization' must be in (0, 1], got "
-                          f"{cfg.generation.vllm.gpu_memory_utilization}")
+    check_ranges(cfg)
     if cfg.generation.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("config key 'generation.backend' is 'vllm', but the vllm package is not installed: "
                           "pip install -e '.[vllm]' on a CUDA machine (vLLM pins its own torch: use an environment "
                           "without the CPU constraints file), or use generation.backend=hf")
-    if cfg.run.threads < 0:
-        raise ConfigError(f"config key 'run.threads' is {cfg.run.threads}: expected a thread count >= 1, or 0 to "
-                          f"leave it to OMP_NUM_THREADS / all cores")
     if cfg.rl.num_generations < 2:
         raise ConfigError("config key 'rl.num_generations' must be >= 2: GRPO compares rollouts in a group")
     if cfg.model.min_pixels > cfg.model.max_pixels:

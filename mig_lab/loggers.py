@@ -1,17 +1,24 @@
-"""Experiment loggers for Fabric: Weights & Biases (offline unless an API key is configured) or CSV.
+"""Experiment loggers for Fabric: Weights & Biases (offline unless an API key is configured) and CSV.
 
 W&B without an API key and without offline mode stops at `wandb.init` asking for a login; the
 `auto` mode therefore picks offline by itself, so a run never prompts and never hangs.
+
+Both keep a stage's history across a kill and resume: the CSV file is appended to (rows of the steps the
+resumed run logs again, those past the killed run's checkpoint, are dropped first), and the W&B run is
+resumed under the id the stage folder recorded.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from lightning.fabric.loggers import CSVLogger, Logger
+from lightning.fabric.loggers import Logger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
@@ -30,6 +37,62 @@ def wandb_mode(requested: str) -> str:
     if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
         return "online"
     return "offline"
+
+
+class HistoryCSVLogger(Logger):
+    """`<root>/csv/metrics.csv`: one row per logged step (`step` plus the metrics; a column per key ever
+    logged), flushed as it is logged, and kept across resumes. The first step a (resumed) run logs drops the
+    file's rows from that step on, so after a kill and resume the file is the unbroken run's, row for row."""
+
+    def __init__(self, root_dir: Path):
+        self.path = Path(root_dir) / "csv" / "metrics.csv"
+        self._rows: Optional[list[dict[str, Any]]] = None  # read on the first log
+        self._keys: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def root_dir(self) -> str:
+        return str(self.path.parent.parent)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the resolved config is in the stage's records (run.json, checkpoints)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        row = {"step": step, **metrics}
+        if self._rows is None:  # first row of this process: keep the history before it
+            old = list(csv.DictReader(open(self.path))) if self.path.exists() else []
+            self._rows = [r for r in old if step is None or r.get("step") in ("", None) or int(r["step"]) < step]
+            self._keys = list(dict.fromkeys(k for r in old for k in r))
+            self._rows.append(row)
+            self._keys = list(dict.fromkeys([*self._keys, *row]))
+            return self._rewrite()
+        self._rows.append(row)
+        if any(k not in self._keys for k in row):
+            self._keys = list(dict.fromkeys([*self._keys, *row]))
+            return self._rewrite()
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self._keys).writerow(row)
+
+    def _rewrite(self) -> None:
+        from mig_lab.records import atomic_write_text
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self._keys)
+        writer.writeheader()
+        writer.writerows(self._rows or [])
+        atomic_write_text(self.path, text.getvalue())
+
+    def finalize(self, status: str) -> None:
+        pass
 
 
 class WandbLogger(Logger):
@@ -62,9 +125,15 @@ class WandbLogger(Logger):
             import wandb
 
             self._save_dir.mkdir(parents=True, exist_ok=True)
-            self._run = wandb.init(reinit="create_new", settings=wandb.Settings(silent=True),
-                                   **self._kwargs)
-            log.info("W&B run %s (%s mode) in %s", self._name, self._kwargs["mode"], self._save_dir)
+            id_file = self._save_dir / "wandb_run_id"  # a resumed stage continues its W&B run
+            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+            self._run = wandb.init(reinit="create_new", settings=wandb.Settings(silent=True), id=run_id,
+                                   resume="allow", **self._kwargs)
+            if not id_file.exists():
+                from mig_lab.records import atomic_write_text
+
+                atomic_write_text(id_file, run_id + "\n")
+            log.info("W&B run %s (%s mode, id %s) in %s", self._name, self._kwargs["mode"], run_id, self._save_dir)
         return self._run
 
     @rank_zero_only
@@ -105,7 +174,7 @@ def make_loggers(cfg: DictConfig, save_dir: Path, name: str, group: str,
                  config: Optional[dict] = None) -> list[Logger]:
     """The loggers a stage passes to Fabric; CSV files always land in the stage folder too."""
     save_dir = Path(save_dir)
-    loggers: list[Logger] = [CSVLogger(root_dir=str(save_dir), name="csv", version="")]
+    loggers: list[Logger] = [HistoryCSVLogger(save_dir)]
     if cfg.logger.kind == "wandb" and cfg.logger.mode != "disabled":
         loggers.append(WandbLogger(save_dir, name=name, group=group, project=cfg.logger.project,
                                    entity=cfg.logger.entity, mode=cfg.logger.mode,

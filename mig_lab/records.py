@@ -60,6 +60,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -74,8 +75,31 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder`, and the folders themselves, to disk (before a rename publishes them)."""
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
+        flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+        fd = os.open(path, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename inside it) to disk."""
+    fd = os.open(Path(folder), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written folder into place; an older folder of that name is removed first."""
+    """Move a fully written folder into place (its files flushed to disk first, and the rename after); an
+    older folder of that name is removed first."""
+    fsync_tree(tmp_dir)
     final_dir = Path(final_dir)
     if final_dir.exists():
         trash = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}-{time.time_ns()}")
@@ -84,6 +108,7 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp_dir, final_dir)
+    fsync_dir(final_dir.parent)
 
 
 def run_record(cfg: DictConfig | dict, **extra: Any) -> dict:

@@ -5,6 +5,7 @@ written atomically (a temporary folder renamed into place, then the `latest` poi
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -79,13 +80,23 @@ def save_checkpoint(fabric: Fabric, ckpt_root: Path, step: int, state: dict[str,
 
 
 def load_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any], only_params: Optional[set[str]] = None) -> None:
-    """Restore `state` in place (model, optimizer, scheduler, counters) and the RNG states."""
-    if only_params is not None and (Path(path) / "state.ckpt").is_file():
-        saved = torch.load(Path(path) / "state.ckpt", map_location="cpu", weights_only=False)["model"]
-        if set(saved) != only_params:
-            raise RuntimeError(f"{path}: checkpoint holds {len(saved)} model entries, expected the "
-                               f"{len(only_params)} trainable ones (was it written by another config?)")
-    rest = fabric.load(Path(path) / "state.ckpt", state, strict=only_params is None, weights_only=False)
+    """Restore `state` in place (model, optimizer, scheduler, counters) and the RNG states.
+
+    Loads with `weights_only=True`: tensors, numbers, strings and plain containers only (all a checkpoint of
+    ours holds), so a checkpoint from elsewhere cannot run code; anything else is refused, naming the file."""
+    file = Path(path) / "state.ckpt"
+    try:
+        if only_params is not None and file.is_file():
+            saved = torch.load(file, map_location="cpu", weights_only=True)["model"]
+            if set(saved) != only_params:
+                raise RuntimeError(f"{path}: checkpoint holds {len(saved)} model entries, expected the "
+                                   f"{len(only_params)} trainable ones (was it written by another config?)")
+        rest = fabric.load(file, state, strict=only_params is None, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()
+        detail = next((line for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0] if reason else "")
+        raise RuntimeError(f"{file}: refused to load: it holds more than tensors, numbers and plain containers "
+                           f"({detail.strip()}); a checkpoint written by this project never does") from None
     if "rng" in rest:
         states = rest["rng"] if isinstance(rest["rng"], list) else [rest["rng"]]
         if len(states) != fabric.world_size:

@@ -79,7 +79,9 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         reference = setup_frozen(fabric, reference)  # never wrapped in DDP; sharded under FSDP
     updates = rl.max_steps * rl.mu
     scheduler = warmup_cosine(optimizer, rl.warmup_steps, updates, min_lr_ratio=1.0)  # constant after warmup
-    state = {"model": policy, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0}
+    # `history`: every step's metrics so far, checkpointed, so a resumed run's summary curves are the whole run's
+    state = {"model": policy, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0,
+             "history": []}
     ckpt_root = out_dir / "checkpoints"
     latest = latest_checkpoint(ckpt_root) if rl.resume == "auto" else None
     if latest is not None:
@@ -87,7 +89,6 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     sampler = ResumableBatchSampler(len(samples), micro, seed=cfg.seed, num_replicas=fabric.world_size,
                                     rank=fabric.global_rank)
     record = run_record(cfg, stage="grpo")
-    history: list[dict] = []
     backend = make_backend(cfg, unwrap(policy), processor, str(init_model) if init_model else cfg.model.path,
                            training=True, rank=fabric.global_rank, world_size=fabric.world_size)
     start_pass = starting_pass_rates(fabric, cfg, policy, processor, samples, out_dir, state["step"], backend)
@@ -146,7 +147,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         times["step"] = time.perf_counter() - t0
         metrics = step_metrics(gather_objects(rollout_summary(buffer, rl.num_generations)),
                                mean_over_ranks(dict(stats)), times, scheduler.get_last_lr()[0])
-        history.append({"step": state["step"], **metrics})
+        state["history"].append({"step": state["step"], **metrics})
         if state["step"] % rl.log_every == 0 or state["step"] == rl.max_steps:
             fabric.log_dict(metrics, step=state["step"])
             bar.set_postfix(reward=f"{metrics['reward/total']:.3f}")
@@ -159,6 +160,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
             save_checkpoint(fabric, ckpt_root, state["step"], state, record, only_params=only_params)
     bar.close()
 
+    history = state["history"]
     summary = {"steps": state["step"], "reward_curve": [h["reward/total"] for h in history],
                "reward_curves": {k[len("reward/"):]: [h.get(k) for h in history]
                                  for k in (history[0] if history else {}) if k.startswith("reward/")},

@@ -74,7 +74,9 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     optimizer = fabric.setup_optimizers(
         torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=tuple(train.betas)))
     scheduler = warmup_cosine(optimizer, warmup_steps(train, max_steps), max_steps, train.min_lr_ratio)
-    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0}
+    # `losses`: every step's loss so far, checkpointed with the rest, so a resumed run's summary is the whole run's
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 0, "micro_batches": 0,
+             "losses": []}
 
     ckpt_root = out_dir / "checkpoints"
     latest = latest_checkpoint(ckpt_root) if train.resume == "auto" else None
@@ -92,7 +94,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
 
     model.train()
     bar = progress(total=max_steps, initial=state["step"], desc="sft", rank_zero=fabric.global_rank == 0)
-    t_log, n_samples_win, n_tokens_win, losses = time.perf_counter(), 0, 0, []
+    t_log, n_samples_win, n_tokens_win = time.perf_counter(), 0, 0
     while state["step"] < max_steps:
         if stop_at_step is not None and state["step"] >= stop_at_step:
             break  # simulate a kill (tests of exact resume)
@@ -112,7 +114,7 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
         step_loss = mean_over_ranks({"loss": step_loss})["loss"]  # the global batch's loss, not rank 0's
-        losses.append(step_loss)
+        state["losses"].append(step_loss)
         bar.update(1)
 
         if state["step"] % train.log_every == 0 or state["step"] == max_steps:
@@ -133,7 +135,8 @@ def main(fabric: Fabric, cfg: DictConfig, data_dir: Path, out_dir: Path, init_mo
     bar.close()
 
     summary = {"steps": state["step"], "max_steps": max_steps, "mode": train.mode, "split": train.split,
-               "samples": len(samples), "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+               "samples": len(samples), "first_loss": state["losses"][0] if state["losses"] else None,
+               "final_loss": state["losses"][-1] if state["losses"] else None}
     if state["step"] >= max_steps:
         export_model(fabric, model, processor, out_dir, lora, record,
                      rebuild=lambda: build_trainable(cfg, init_model, lora)[0])

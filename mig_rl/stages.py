@@ -29,7 +29,7 @@ def sft_stage(ctx: StageContext) -> dict:
 
 @stage_kind("grpo", reads=("seed", "model", "run.threads", "data.on_error", "train.mode", "train.lora", "train.gradient_checkpointing",
                       "train.freeze_vision", "train.freeze_projector",
-                      "rl", "generation.backend", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True,
+                      "rl", "generation", "fabric"), ranks="all", needs=("data",), batch="rl", trains=True,
             checks=(check_model_source, check_rewards),
             version=3)  # 3: rollouts sampled with a seed per completion in one batched call (issue 17)
 def grpo_stage(ctx: StageContext) -> dict:
@@ -43,7 +43,7 @@ def grpo_stage(ctx: StageContext) -> dict:
 
 @stage_kind("rejection_sample", reads=("seed", "model", "run.threads", "data.on_error", "rl.rejection_k", "rl.split", "rl.temperature",
                                   "rl.top_p", "rl.max_new_tokens", "rl.no_answer_block", "rl.unnamed_image",
-                                  "generation.backend", "fabric"), ranks="all", needs=("data",),
+                                  "generation", "fabric"), ranks="all", needs=("data",),
             checks=(check_model_source,), version=2,  # 2: a seed per sample, prompts batched (issue 17)
             ignores=("fabric.devices", "fabric.num_nodes", "fabric.strategy"))  # sharded: same result on any ranks
 def rejection_sample_stage(ctx: StageContext) -> Optional[dict]:

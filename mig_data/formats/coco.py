@@ -12,7 +12,7 @@
 Boxes go from COCO's xywh pixels to (x1, y1, x2, y2) normalised by the image's width and height.
 COCO has boxes that overshoot the border by a fraction of a pixel; up to `EDGE_TOLERANCE_PX` is
 clamped, anything further is a bad record. Image paths are the images' `file_name`s, resolved
-against `root` (e.g. the `train2014/` folder). The refs file is a pickle: load only files you trust.
+against `root` (e.g. the `train2014/` folder). The refs file is a pickle, read with an unpickler that builds plain data only (no classes, no functions).
 """
 
 from __future__ import annotations
@@ -61,14 +61,23 @@ def load_coco(path: str | Path) -> COCO:
     return coco
 
 
+class PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only (lists, dicts, tuples, strings, numbers, None, booleans: what the refer API's
+    refs file holds): any class or function a pickle names is refused, so a file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it names {module}.{name}; only plain lists, dicts, strings and numbers load")
+
+
 def load_refs(path: str | Path) -> list[dict]:
-    """The refer API's refs pickle: a list of {ref_id, ann_id, image_id, split, sentences, ...}."""
+    """The refer API's refs pickle: a list of {ref_id, ann_id, image_id, split, sentences, ...} (plain data
+    only: `PlainUnpickler`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found", "missing_file")
     try:
         with open(path, "rb") as f:
-            refs = pickle.load(f)
+            refs = PlainUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError) as e:
         raise DataError(f"{path}: not a readable refs pickle ({type(e).__name__}: {e})", "malformed_refs") from e
     if not isinstance(refs, list):

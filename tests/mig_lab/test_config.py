@@ -184,3 +184,19 @@ def test_a_missing_data_file_fails_at_planning_naming_the_key(tmp_path):
                       tmp_path)
     with pytest.raises(ConfigError, match=r"'data\.eval_file' is '/nonexistent/bench\.json', which is not a file"):
         plan(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1", r"'train\.lr' is -1\.0; expected a value in \(0, inf\]"),
+    ("train.max_steps=-5", r"'train\.max_steps' is -5; expected a value in \[0, inf\]"),
+    ("train.batch_size=0", r"'train\.batch_size' is 0; expected a value in \[1, inf\]"),
+    ("rl.kl_beta=-0.1", r"'rl\.kl_beta' is -0\.1"),
+    ("rl.top_p=1.5", r"'rl\.top_p' is 1\.5; expected a value in \(0, 1\]"),
+    ("rl.temperature=0", r"'rl\.temperature' is 0\.0"),
+    ("data.synth.hard_negatives=2", r"'data\.synth\.hard_negatives' is 2\.0; expected a value in \[0, 1\]"),
+    ("cot.rl_fraction=1", r"'cot\.rl_fraction' is 1\.0; expected a value in \[0, 1\)"),
+])
+def test_out_of_range_values_fail_when_the_experiment_is_planned(tmp_path, override, message):
+    cfg = compose_cfg(["experiment=coldstart_rl_full", override], tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        plan(cfg)

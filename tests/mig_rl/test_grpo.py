@@ -97,7 +97,10 @@ def test_grpo_runs_logs_and_resumes_exactly(synth_data, tmp_path):
         assert col in header, col
     first = grpo.setup(_cfg(tmp_path, "rl.kl_beta=0.1"), synth_data, resumed, stop_at_step=1)
     assert first["steps"] == 1
-    assert grpo.setup(_cfg(tmp_path, "rl.kl_beta=0.1"), synth_data, resumed)["start_pass"] == start  # read back
+    second = grpo.setup(_cfg(tmp_path, "rl.kl_beta=0.1"), synth_data, resumed)
+    assert second["start_pass"] == start  # read back
+    # the summary's curves are the whole run's, not only the resumed process's steps
+    assert second["reward_curve"] == summary["reward_curve"] and second["kl_curve"] == summary["kl_curve"]
     a = load_file(straight / "model" / "model.safetensors")
     b = load_file(resumed / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -111,3 +112,36 @@ def test_lora_with_trained_tied_embeddings_merges_into_the_same_model(tmp_path):
         processor.save_pretrained(tmp_path)
         reloaded, _ = build_model(cfg.model, seed=0, path=tmp_path)
         assert torch.allclose(reloaded(input_ids=ids).logits, adapted, atol=1e-4)
+
+
+def test_a_resumed_run_keeps_the_whole_history(synth_data, tmp_path):
+    """Stopped after step 4 with the last checkpoint at step 3 (as a kill between checkpoints leaves it),
+    then resumed: metrics.csv equals the unbroken run's row for row (losses to the bit; the re-run step 4
+    replaces the first attempt's row), and the summary's first and final loss are the whole run's."""
+    common = ["train.max_steps=6", "train.batch_size=4", "train.ckpt_every=3", "train.log_every=1",
+              "train.warmup_steps=2"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    whole = sft.setup(_cfg(tmp_path, *common), synth_data, straight)
+    sft.setup(_cfg(tmp_path, *common), synth_data, resumed, stop_at_step=4)
+    assert len((resumed / "csv" / "metrics.csv").read_text().splitlines()) == 1 + 4
+    again = sft.setup(_cfg(tmp_path, *common), synth_data, resumed)
+
+    def rows(folder):
+        with open(folder / "csv" / "metrics.csv") as f:
+            return [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in csv.DictReader(f)]
+
+    assert [r["step"] for r in rows(resumed)] == ["1", "2", "3", "4", "5", "6"]
+    assert rows(resumed) == rows(straight)  # the throughput columns are wall-clock, the rest is the run
+    assert (again["first_loss"], again["final_loss"]) == (whole["first_loss"], whole["final_loss"])
+
+
+def test_a_resumed_stage_continues_its_wandb_run(synth_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    common = ["logger=wandb", "logger.mode=offline", "train.max_steps=4", "train.batch_size=4", "train.ckpt_every=2",
+              "train.log_every=1"]
+    out = tmp_path / "run"
+    sft.setup(compose_cfg(["fabric=cpu", *common], tmp_path), synth_data, out, stop_at_step=2)
+    run_id = (out / "wandb_run_id").read_text().strip()
+    sft.setup(compose_cfg(["fabric=cpu", *common], tmp_path), synth_data, out)
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)  # one W&B run, resumed
