@@ -30,7 +30,7 @@ FILE_SOURCES = ("mig_bench", "sharegpt", "coco")
 
 
 def read_source(source: str, file: str | Path, root: Optional[str | Path] = None, on_error: str = "raise",
-                verify_images: bool = False, default_task: str = "free_form", refs_file: Optional[str] = None,
+                verify_images: str = "none", default_task: str = "free_form", refs_file: Optional[str] = None,
                 ref_split: Optional[str] = None) -> LoadResult:
     """Read one external file of format `source` (mig_bench | sharegpt | coco) into samples.
 

@@ -122,7 +122,10 @@ class DataConfig:
     eval_file: Optional[str] = None
     synth: SynthConfig = field(default_factory=SynthConfig)
     on_error: str = "raise"  # raise | skip (skipped records are counted and reported)
-    verify_images: bool = False  # make_data decodes every image header (PIL verify) of external files
+    # make_data checks every image of external files, failing (or skipping, with on_error=skip) the record that
+    # names a bad one: none | header (PIL opens and verifies it without decoding: unknown formats, size 0, cut-short
+    # files) | full (decodes every pixel, as training will)
+    verify_images: str = "header"
     default_task: str = "free_form"  # sharegpt: task of records that name none (MGrounding names none)
     json_max_samples: int = 50000  # also write <split>.json (MIG-Bench format) up to this many samples
     coco: CocoConfig = field(default_factory=CocoConfig)
@@ -399,6 +402,7 @@ _CHOICES = {
     "model.tokenizer": ("bpe", "qwen"),
     "data.source": ("synth", "mig_bench", "sharegpt", "coco", "mixture"),
     "data.on_error": ("raise", "skip"),
+    "data.verify_images": ("none", "header", "full"),
     "data.synth.background": ("flat", "gradient", "noise", "position"),
     "train.mode": ("full", "lora"),
     "train.resume": ("auto", "never"),

@@ -18,6 +18,7 @@ from mig_lab.config import ConfigError
 # Keys that change how a stage runs but never what it writes: left out of every cache key.
 EXECUTION_ONLY = (
     "data.synth.workers",  # sample i depends only on (seed, split, task, i)
+    "data.verify_images",  # how hard make_data looks at image files, not what it writes
     # how generation is batched and how a vLLM engine shares the GPU: each completion has its own seed
     "generation.batch_size", "generation.vllm.gpu_memory_utilization", "generation.vllm.sleep",
     "generation.vllm.enforce_eager",

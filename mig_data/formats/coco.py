@@ -101,7 +101,7 @@ def coco_box(bbox: Any, width: Any, height: Any, where: str) -> list[float]:
                      f"{where}: bbox {bbox} in a {width}x{height} image ->")
 
 
-def _image_path(coco: COCO, image_id: Any, root: Path, where: str, check: bool, verify: bool) -> tuple[dict, str]:
+def _image_path(coco: COCO, image_id: Any, root: Path, where: str, check: bool, verify: str) -> tuple[dict, str]:
     img = coco.imgs.get(image_id)
     if img is None:
         raise DataError(f"{where}: image_id {image_id!r} is not in the instances file", "missing_key")
@@ -111,7 +111,7 @@ def _image_path(coco: COCO, image_id: Any, root: Path, where: str, check: bool, 
 
 
 def read_coco_instances(path: str | Path, root: Optional[str | Path] = None, on_error: str = "raise",
-                        check_images: bool = True, verify_images: bool = False) -> LoadResult:
+                        check_images: bool = True, verify_images: str = "none") -> LoadResult:
     """COCO / Objects365 instances -> one `single_grounding` sample per uniquely named object."""
     path = Path(path)
     root = Path(root) if root else path.parent
@@ -150,7 +150,7 @@ def read_coco_instances(path: str | Path, root: Optional[str | Path] = None, on_
 
 def read_refcoco(refs_path: str | Path, instances_path: str | Path, root: Optional[str | Path] = None,
                  split: Optional[str] = None, on_error: str = "raise", check_images: bool = True,
-                 verify_images: bool = False) -> LoadResult:
+                 verify_images: str = "none") -> LoadResult:
     """RefCOCO-style refs (pickle) + instances -> one `single_grounding` sample per expression of
     the refs in `split` (None: every split)."""
     refs_path = Path(refs_path)

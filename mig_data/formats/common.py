@@ -97,11 +97,18 @@ def record_where(path: Path, index: int, rec: Any) -> str:
     return f"{path} record {index}" + (f" (id {rid!r})" if rid is not None else "")
 
 
-def verify_image(path: str, where: str) -> None:
-    """PIL's `verify()` on one image: a truncated or corrupt file fails here, not mid-training."""
+def verify_image(path: str, where: str, mode: str = "header") -> None:
+    """Check one image when the data is made, not mid-training: `header` opens it and runs PIL's `verify()`
+    (the format identified, its structure and checksums intact, e.g. a PNG cut short; size not 0) without
+    decoding; `full` decodes every pixel as training will."""
     try:
         with Image.open(path) as im:
-            im.verify()
+            if min(im.size) <= 0:
+                raise ValueError(f"size {im.size}")
+            if mode == "full":
+                im.load()
+            else:
+                im.verify()
     except FileNotFoundError:
         raise DataError(f"{where}: image not found: {path}", "missing_image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -114,21 +121,21 @@ def _resolved(root: str) -> str:
 
 
 def resolve_images(paths: Any, root: Path, where: str, check_exists: bool = True,
-                   verify: bool = False) -> list[str]:
-    """Absolute image paths (relative ones resolve against `root`), checked to exist and, with
-    `verify`, to decode."""
+                   verify: str = "none") -> list[str]:
+    """Absolute image paths (relative ones resolve against `root`), checked to exist and, with `verify`
+    (header | full), to open or decode (`verify_image`)."""
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
         raise DataError(f"{where}: 'images' must be a non-empty list of paths, got {paths!r}", "wrong_type")
     base = _resolved(os.path.abspath(root))
     out = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in paths]
-    if check_exists or verify:
+    if check_exists or verify != "none":
         for p in out:
             if not os.path.isfile(p):
                 raise DataError(f"{where}: image not found: {p} (relative paths resolve against "
                                 f"data.root={root})", "missing_image")
-    if verify:
+    if verify != "none":
         for p in out:
-            verify_image(p, where)
+            verify_image(p, where, verify)
     return out
 
 

@@ -62,7 +62,7 @@ def infer_answer_image(task: str, question: str, additional_info: str, n_images:
 
 
 def record_to_sample(rec: Any, index: int, path: Path, root: Path, check_images: bool = True,
-                     verify_images: bool = False) -> Sample:
+                     verify_images: str = "none") -> Sample:
     where = record_where(path, index, rec)
     require_keys(rec, REQUIRED_KEYS, where, f"a MIG-Bench record has {list(REQUIRED_KEYS)}")
     task = require_type(rec["task"], str, "task", where)
@@ -91,9 +91,9 @@ def record_to_sample(rec: Any, index: int, path: Path, root: Path, check_images:
 
 
 def read_mig_bench(path: str | Path, root: Optional[str | Path] = None, on_error: str = "raise",
-                   check_images: bool = True, verify_images: bool = False) -> LoadResult:
+                   check_images: bool = True, verify_images: str = "none") -> LoadResult:
     """Read a MIG-Bench-format file. Image paths resolve against `root` (default: the file's folder);
-    `verify_images` decodes every image's header with PIL (corrupt files fail here)."""
+    `verify_images`: none | header | full (`mig_data.formats.common.verify_image`: corrupt files fail here)."""
     path = Path(path)
     root = Path(root) if root else path.parent
     return convert_records(load_json_records(path),

@@ -118,7 +118,7 @@ def grounding_answer(text: str, task: str, question: str, n_images: int) -> tupl
 
 
 def record_to_sample(rec: Any, index: int, path: Path, root: Path, default_task: str = "free_form",
-                     check_images: bool = True, verify_images: bool = False) -> Sample:
+                     check_images: bool = True, verify_images: str = "none") -> Sample:
     where = record_where(path, index, rec)
     require_keys(rec, ("images", "conversations"), where,
                  "a ShareGPT record has 'images' and 'conversations' (and usually 'id')")
@@ -157,7 +157,7 @@ def record_to_sample(rec: Any, index: int, path: Path, root: Path, default_task:
 
 def read_sharegpt(path: str | Path, root: Optional[str | Path] = None, on_error: str = "raise",
                   default_task: str = "free_form", check_images: bool = True,
-                  verify_images: bool = False) -> LoadResult:
+                  verify_images: str = "none") -> LoadResult:
     """Read a ShareGPT / MGrounding file (`.json` list or `.jsonl`). Image paths resolve against
     `root` (default: the file's folder)."""
     path = Path(path)

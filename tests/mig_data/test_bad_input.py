@@ -79,16 +79,29 @@ def test_missing_image_in_a_sharegpt_record(tmp_path):
     assert_names(err, path, "record 0 (id 'mt-1')", "image not found", "img/c.png")
 
 
-def test_corrupt_image_fails_at_load_when_verify_images_is_on(tmp_path):
+@pytest.mark.parametrize("mode", ["header", "full"])
+def test_corrupt_image_fails_at_load_when_verify_images_is_on(tmp_path, mode):
     path = write_bench(tmp_path, [good_record(0), good_record(1)])
     write_corrupt_image(tmp_path / "b.png")
     with Image.open(tmp_path / "b.png") as im:
-        assert im.size == (64, 48)  # it opens: only decoding shows the damage
-    assert len(read_mig_bench(path).samples) == 2  # existence checks alone pass it
+        assert im.size == (64, 48)  # it opens: only verifying or decoding shows the damage
+    assert len(read_mig_bench(path, verify_images="none").samples) == 2  # existence checks alone pass it
     with pytest.raises(DataError) as err:
-        read_mig_bench(path, verify_images=True)
+        read_mig_bench(path, verify_images=mode)
     assert_names(err, path, "record 0 (id 'r0')", "unreadable or corrupt", str(tmp_path / "b.png"))
     assert err.value.reason == "corrupt_image"
+
+
+def test_make_data_verifies_image_headers_by_default(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    path = write_bench(src, [good_record(0)])
+    (src / "b.png").write_bytes(b"not an image at all")
+    cfg = compose_cfg(["logger=csv", "+stages={data: {kind: make_data}}", "data=mig_bench", f"data.root={src}",
+                       f"data.eval_file={path}"], tmp_path)
+    assert cfg.data.verify_images == "header"
+    with pytest.raises(DataError, match=r"record 0 \(id 'r0'\).*unreadable or corrupt.*b\.png"):
+        run_stages(cfg, tmp_path / "run")
 
 
 def test_corrupt_image_always_fails_at_collate_naming_the_sample(tmp_path):
@@ -295,7 +308,7 @@ def test_skip_counts_reach_the_make_data_summary(tmp_path, caplog):
     path.write_text(json.dumps(records))
     caplog.set_level(logging.WARNING, logger="mig_data")
     cfg = compose_cfg(["logger=csv", "+stages={data: {kind: make_data}}", "data=mig_bench", f"data.root={src}",
-                       f"data.eval_file={path}", "data.on_error=skip", "data.verify_images=true"], tmp_path)
+                       f"data.eval_file={path}", "data.on_error=skip", "data.verify_images=full"], tmp_path)
     summary = run_stages(cfg, tmp_path / "run")["data"].summary
     assert summary["eval"]["samples"] == 2
     assert summary["eval"]["skipped"] == summary["skipped"] == {**EXPECTED_SKIPS, "corrupt_image": 1}
