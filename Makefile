@@ -27,7 +27,7 @@ test: ## Fast test suite (not slow)
 test-slow: ## Slow tests only (minutes-long CPU training runs)
 	$(PYTEST) -m slow -q $(PYTEST_ARGS)
 
-test-reliability: ## The reliability suite: 100,000 fuzzed model outputs through every parser, reward and the scorer
+test-reliability: ## The reliability suite (~10 min): 100,000 fuzzed model outputs, kill -9 of runs and of checkpoint writes, bad inputs, concurrent runs
 	$(PYTEST) -m reliability -q $(PYTEST_ARGS)
 
 test-all: ## Every test

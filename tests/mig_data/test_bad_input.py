@@ -27,6 +27,8 @@ from tests.mig_data.data_files import (
     write_image,
 )
 
+pytestmark = pytest.mark.reliability  # the bad-input corpus of every reader: also in make test-reliability
+
 
 def good_record(i: int = 0) -> dict:
     return {"id": f"r{i}", "task": "group_grounding", "images": ["a.png", "b.png"],
