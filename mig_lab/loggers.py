@@ -69,7 +69,10 @@ class HistoryCSVLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         row = {"step": step, **metrics}
         if self._rows is None:  # first row of this process: keep the history before it
-            old = list(csv.DictReader(open(self.path))) if self.path.exists() else []
+            old = []
+            if self.path.exists():
+                with open(self.path, newline="") as f:
+                    old = list(csv.DictReader(f))
             self._rows = [r for r in old if step is None or r.get("step") in ("", None) or int(r["step"]) < step]
             self._keys = list(dict.fromkeys(k for r in old for k in r))
             self._rows.append(row)
